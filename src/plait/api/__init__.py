@@ -1,0 +1,1 @@
+"""App assembly, auth and the admin API."""

@@ -1,0 +1,132 @@
+"""Assembling the server: the collection endpoints, the admin API, health and metrics."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from plait.api import admin
+from plait.collect.bodies import BodyError, read_body
+from plait.collect.http import CollectApp
+from plait.collect.keys import WriteKeyCache
+from plait.log import LogWriter, backend_for
+from plait.observability import LOG_LAST_OFFSET, LOG_PENDING, record_commit
+from plait.settings import Settings
+from plait.store import Store, open_store
+from plait.store.workspaces import Workspaces
+
+logger = logging.getLogger("plait.api")
+
+
+async def health(request: Request) -> Response:
+    return admin.json_response({"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    try:
+        await run_in_threadpool(request.app.state.store.ping)
+    except Exception as exc:  # any failure to reach the store means "not ready"
+        logger.warning("store unreachable: %s", exc)
+        return admin.json_response({"status": "unavailable", "store": str(exc)}, 503)
+    return admin.json_response({"status": "ready", "store": request.app.state.store.kind})
+
+
+async def metrics(request: Request) -> Response:
+    LOG_LAST_OFFSET.set(await run_in_threadpool(request.app.state.log.last_offset))
+    LOG_PENDING.set(request.app.state.writer.pending)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+class PlaitApp:
+    """The ASGI entry point. /v1/* goes straight to the collection app (the hot path);
+    everything else to Starlette. Lifespan opens the store and starts the log writer."""
+
+    def __init__(self, settings: Settings, store: Store | None = None):
+        self.settings = settings
+        self.store = store
+        self.writer: LogWriter | None = None
+        self.web = Starlette(
+            routes=[
+                Route("/health", health),
+                Route("/ready", ready),
+                Route("/metrics", metrics),
+                *admin.routes,
+            ]
+        )
+        self.collect: CollectApp | None = None
+
+    async def startup(self) -> None:
+        if self.store is None:
+            self.store = await run_in_threadpool(
+                open_store,
+                self.settings.resolved_database_url(),
+                self.settings.sqlite_synchronous,
+            )
+        log = backend_for(self.store)
+        self.writer = LogWriter(log, self.settings.max_pending_messages, record_commit)
+        self.writer.start()
+        workspaces = Workspaces(self.store)
+        self.collect = CollectApp(
+            self.writer,
+            WriteKeyCache(workspaces, self.settings.write_key_cache_seconds),
+            self.settings.public_url,
+            self.settings.trust_forwarded_for,
+        )
+        state = self.web.state
+        state.store, state.log, state.writer, state.workspaces = (
+            self.store, log, self.writer, workspaces
+        )  # fmt: skip
+
+    async def shutdown(self) -> None:
+        if self.writer is not None:
+            await self.writer.stop()
+
+    async def __call__(self, scope, receive, send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path = scope["path"]
+            if path.startswith("/v1/"):
+                await self.collect(scope, receive, send)
+            elif path == "/_bare" and self.settings.bench_bare_endpoint:
+                await _bare(receive, send)
+            else:
+                await self.web(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self.web(scope, receive, send)
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    logger.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _bare(receive, send) -> None:
+    """The benchmark's baseline: read the body, answer 200, nothing else."""
+    try:
+        await read_body(receive)
+        status, body = 200, orjson.dumps({"success": True})
+    except BodyError as exc:
+        status, body = exc.status, b"{}"
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})

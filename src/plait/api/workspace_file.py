@@ -1,0 +1,92 @@
+"""A workspace as YAML: applied idempotently (``plait apply``) and exported (``plait export``).
+
+    workspace: {slug: acme, name: Acme Inc.}
+    sources:
+      - {name: Website, type: javascript, enabled: true}
+
+Sources are matched by name. A new source gets a write key, returned once by ``apply``;
+keys are secrets and never appear in the file. Sources missing from the file are left as
+they are, unless ``prune`` is asked for: then they are disabled (never deleted: the log
+keeps referring to them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from plait.store.workspaces import Invalid, NotFound, Workspaces
+
+
+@dataclass
+class ApplyResult:
+    workspace_id: str
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    disabled: list[str] = field(default_factory=list)
+    new_write_keys: dict[str, str] = field(default_factory=dict)  # source name -> key
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.updated or self.disabled)
+
+
+def parse(text: str) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise Invalid("yaml", str(exc)) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("workspace"), dict):
+        raise Invalid("workspace", "the file needs a workspace: {slug, name} mapping")
+    if not isinstance(doc.get("sources", []), list):
+        raise Invalid("sources", "must be a list")
+    return doc
+
+
+def apply(repo: Workspaces, doc: dict[str, Any], prune: bool = False) -> ApplyResult:
+    spec = doc["workspace"]
+    slug = spec.get("slug")
+    if not isinstance(slug, str):
+        raise Invalid("workspace.slug", "is required")
+    try:
+        workspace = repo.get_workspace(slug)
+        if spec.get("name") and spec["name"] != workspace["name"]:
+            repo.update_workspace(workspace["id"], spec["name"])
+    except NotFound:
+        workspace = repo.create_workspace(slug, spec.get("name"))
+    result = ApplyResult(workspace["id"])
+    existing = {s["name"]: s for s in repo.list_sources(workspace["id"])}
+    listed = set()
+    for index, item in enumerate(doc.get("sources") or []):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise Invalid(f"sources[{index}].name", "each source needs a name")
+        name = item["name"]
+        listed.add(name)
+        wanted = {"type": item.get("type", "http"), "enabled": item.get("enabled", True)}
+        if name not in existing:
+            _, key = repo.create_source(workspace["id"], name, wanted["type"], wanted["enabled"])
+            result.created.append(name)
+            result.new_write_keys[name] = key
+        elif any(existing[name][k] != v for k, v in wanted.items()):
+            repo.update_source(workspace["id"], name, **wanted)
+            result.updated.append(name)
+    if prune:
+        for name, source in existing.items():
+            if name not in listed and source["enabled"]:
+                repo.update_source(workspace["id"], name, enabled=False)
+                result.disabled.append(name)
+    return result
+
+
+def export(repo: Workspaces, workspace_ref: str) -> str:
+    workspace = repo.get_workspace(workspace_ref)
+    doc = {
+        "workspace": {"slug": workspace["slug"], "name": workspace["name"]},
+        "sources": [
+            {"name": s["name"], "type": s["type"], "enabled": bool(s["enabled"])}
+            for s in repo.list_sources(workspace["id"])
+        ],
+    }
+    return yaml.safe_dump(doc, sort_keys=False)

@@ -1,0 +1,1 @@
+"""Collection: the Segment-compatible HTTP API, the pixel and file sources."""

@@ -1,0 +1,162 @@
+"""Log backends: a table in the state store, SQLite or PostgreSQL.
+
+Appends go through the driver directly (no SQLAlchemy statement building) because they
+are the hot path of ingestion; everything else about the table is plain SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from plait.store import Store
+from plait.store.db import now_ms
+from plait.store.schema import checkpoints, log_messages
+
+# (workspace_id, source_id, message_id, type, received_at_us, payload_json)
+Row = tuple[str, str, str, str, int, str]
+
+_COLUMNS = "workspace_id, source_id, message_id, type, received_at, payload"
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    offset: int
+    workspace_id: str
+    source_id: str
+    message_id: str
+    type: str
+    received_at: int
+    payload: str
+
+
+class LogBackend:
+    """Append and read the log table; one subclass per engine for the append statement."""
+
+    insert_sql: str
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._conn = None  # the writer's own connection, used from one thread only
+
+    def _writer_connection(self):
+        if self._conn is None:
+            self._conn = self.store.engine.raw_connection()
+        return self._conn
+
+    def append(self, rows: Sequence[Row]) -> int:
+        """Commit rows in one transaction; returns how many were new (not duplicates)."""
+        conn = self._writer_connection()
+        try:
+            inserted = self._insert(conn, rows)
+            conn.commit()
+        except BaseException:
+            self._discard(conn)
+            raise
+        return inserted
+
+    def _insert(self, conn, rows: Sequence[Row]) -> int:
+        raise NotImplementedError
+
+    def _discard(self, conn) -> None:
+        try:
+            conn.rollback()
+        finally:
+            conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # Reading -------------------------------------------------------------------------
+
+    def read(
+        self, after: int = 0, limit: int = 1000, workspace_id: str | None = None
+    ) -> list[LogRecord]:
+        """Records with offset > ``after``, in offset order."""
+        query = (
+            sa.select(log_messages)
+            .where(log_messages.c.log_offset > after)
+            .order_by(log_messages.c.log_offset)
+            .limit(limit)
+        )
+        if workspace_id is not None:
+            query = query.where(log_messages.c.workspace_id == workspace_id)
+        with self.store.engine.connect() as conn:
+            return [LogRecord(*row) for row in conn.execute(query)]
+
+    def iter_all(self, after: int = 0, chunk: int = 5000) -> Iterator[LogRecord]:
+        while records := self.read(after, chunk):
+            yield from records
+            after = records[-1].offset
+
+    def last_offset(self) -> int:
+        with self.store.engine.connect() as conn:
+            value = conn.execute(sa.select(sa.func.max(log_messages.c.log_offset))).scalar()
+        return value or 0
+
+    def count(self, workspace_id: str | None = None) -> int:
+        query = sa.select(sa.func.count()).select_from(log_messages)
+        if workspace_id is not None:
+            query = query.where(log_messages.c.workspace_id == workspace_id)
+        with self.store.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    # Checkpoints ---------------------------------------------------------------------
+
+    def checkpoint(self, consumer: str) -> int:
+        with self.store.engine.connect() as conn:
+            value = conn.execute(
+                sa.select(checkpoints.c.log_offset).where(checkpoints.c.consumer == consumer)
+            ).scalar()
+        return value or 0
+
+    def save_checkpoint(self, consumer: str, offset: int, conn: sa.Connection | None = None):
+        """Record a reader's position; pass ``conn`` to commit it with the reader's effects."""
+        if conn is None:
+            with self.store.engine.begin() as own:
+                return self.save_checkpoint(consumer, offset, own)
+        values = {"consumer": consumer, "log_offset": offset, "updated_at": now_ms()}
+        updated = conn.execute(
+            checkpoints.update().where(checkpoints.c.consumer == consumer).values(values)
+        )
+        if updated.rowcount == 0:
+            conn.execute(checkpoints.insert().values(values))
+
+
+class SQLiteLogBackend(LogBackend):
+    insert_sql = f"INSERT OR IGNORE INTO log_messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+
+    def _insert(self, conn, rows: Sequence[Row]) -> int:
+        driver = conn.driver_connection
+        before = driver.total_changes
+        driver.executemany(self.insert_sql, rows)
+        return driver.total_changes - before
+
+
+class PostgresLogBackend(LogBackend):
+    insert_sql = (
+        f"INSERT INTO log_messages ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (workspace_id, message_id) DO NOTHING"
+    )
+
+    def _insert(self, conn, rows: Sequence[Row]) -> int:
+        cur = conn.cursor()
+        try:
+            # One appender at a time across processes, so offsets commit in order and a
+            # reader that checkpoints on an offset never skips a row committed later.
+            cur.execute("SELECT pg_advisory_xact_lock(7411002)")
+            cur.executemany(self.insert_sql, rows)
+            return cur.rowcount  # psycopg sums rowcount over executemany
+        finally:
+            cur.close()
+
+
+def backend_for(store: Store) -> LogBackend:
+    if store.kind == "sqlite":
+        return SQLiteLogBackend(store)
+    return PostgresLogBackend(store)

@@ -1,0 +1,42 @@
+"""Process settings, read from PLAIT_* environment variables."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PLAIT_")
+
+    # Where state and the log live. Empty means the embedded SQLite file under data_dir.
+    database_url: str = ""
+    data_dir: Path = Path("plait-data")
+    # FULL fsyncs every group commit, so a 2xx survives a power cut, not only a crash.
+    sqlite_synchronous: str = "FULL"
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Messages accepted but not yet committed; past this the API answers 429.
+    max_pending_messages: int = 200_000
+    # Seconds a write key lookup is cached; a revoked key stops working within this time.
+    write_key_cache_seconds: float = 2.0
+    # Public base URL written into the analytics.js settings document (apiHost); by
+    # default it is derived from the request's Host header.
+    public_url: str = ""
+    log_level: str = "INFO"
+    access_log: bool = False
+    # Adds /_bare, an endpoint that only reads the body: the ingestion benchmark's baseline.
+    bench_bare_endpoint: bool = False
+    # Take the client IP from X-Forwarded-For (only behind a proxy you trust).
+    trust_forwarded_for: bool = False
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'plait.db').resolve()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

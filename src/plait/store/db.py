@@ -1,0 +1,75 @@
+"""Opening the store: engine, SQLite pragmas, migrations applied at start."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Store:
+    """The state store. ``kind`` is ``sqlite`` or ``postgresql``: backend adapters key on it."""
+
+    def __init__(self, url: str, sqlite_synchronous: str = "FULL"):
+        parsed = make_url(url)
+        self.kind = parsed.get_backend_name()
+        if self.kind == "postgresql" and parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        elif self.kind not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported database {url!r}: use sqlite:/// or postgresql://")
+        self.url = parsed
+        if self.kind == "sqlite":
+            database = parsed.database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = sa.create_engine(parsed, connect_args={"timeout": 30})
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas(sqlite_synchronous))
+        else:
+            self.engine = sa.create_engine(parsed, pool_size=10, pool_pre_ping=True)
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest version (idempotent; safe on every start)."""
+        config = Config(str(MIGRATIONS_DIR / "alembic.ini"))
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with self.engine.begin() as conn:
+            if self.kind == "postgresql":
+                # Two processes starting at once must not both run the migrations.
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(7411001)"))
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(synchronous: str):
+    def apply(dbapi_conn, _record) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    return apply
+
+
+def open_store(url: str, sqlite_synchronous: str = "FULL", migrate: bool = True) -> Store:
+    store = Store(url, sqlite_synchronous)
+    if migrate:
+        store.migrate()
+    return store
