@@ -19,7 +19,7 @@ tokens_app = typer.Typer(help="Admin API tokens.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
 app.add_typer(tokens_app, name="tokens")
 
-console = Console()
+console = Console(soft_wrap=True)  # never wrap a printed key or token
 err = Console(stderr=True)
 
 WorkspaceOpt = typer.Option("demo", "--workspace", "-w", help="Workspace slug or id.")
