@@ -260,3 +260,269 @@ def workspace_create(slug: str, name: str = typer.Option(None)):
 
 
 # Commands in their own modules (registered here so `plait --help` lists them all).
+
+
+_TAIL_STYLES = {"track": "green", "page": "blue", "screen": "blue", "identify": "magenta",
+                "group": "yellow", "alias": "red"}  # fmt: skip
+
+
+@app.command("tail")
+def tail_command(
+    workspace: str = WorkspaceOpt,
+    source: list[str] = typer.Option([], "--source", "-s", help="Source name or id (repeatable)."),
+    msg_type: list[str] = typer.Option([], "--type", "-t", help="track, page ... (repeatable)."),
+    event: list[str] = typer.Option(
+        [], "--event", "-e", help="Glob on the event or page name, e.g. 'Order*' (repeatable)."
+    ),
+    user: list[str] = typer.Option([], "--user", "-u", help="userId or anonymousId (repeatable)."),
+    from_start: bool = typer.Option(False, "--from-start", help="Start at the log's beginning."),
+    after: int = typer.Option(None, "--after", min=0, help="Start after this log offset."),
+    limit: int = typer.Option(None, "--limit", "-n", min=1, help="Stop after N events."),
+    follow: bool = typer.Option(True, help="Wait for new events, or stop at the log's end."),
+    as_json: bool = typer.Option(False, "--json", help="One compact JSON message a line."),
+    full: bool = typer.Option(False, "--full", help="Pretty-print each whole message."),
+    interval: float = typer.Option(0.5, min=0.05, help="Seconds between polls."),
+):
+    """Stream incoming events live, filtered (like Segment's debugger)."""
+    from rich.json import JSON
+    from rich.text import Text
+
+    from plait.log import backend_for
+    from plait.log.tail import Tail, TailFilter, describe
+    from plait.spec import MESSAGE_TYPES
+
+    if from_start and after is not None:
+        fail("use --from-start or --after, not both")
+    if unknown := sorted({t.lower() for t in msg_type} - MESSAGE_TYPES):
+        fail(f"--type {', '.join(unknown)}: choose from {', '.join(sorted(MESSAGE_TYPES))}")
+    store = open_configured_store()
+    repo = Workspaces(store)
+    try:
+        ws = repo.get_workspace(workspace)
+        source_ids = [repo.get_source(ws["id"], ref)["id"] for ref in source]
+    except NotFound as exc:
+        fail(str(exc))
+    names = {s["id"]: s["name"] for s in repo.list_sources(ws["id"])}
+    flt = TailFilter.of(source_ids, msg_type, event, user)
+    tail = Tail(backend_for(store), ws["id"], flt, 0 if from_start else after,
+                poll_interval=interval)  # fmt: skip
+    if not as_json:
+        where = "the start" if from_start else f"offset {tail.position}"
+        err.print(f"[dim]Tailing workspace {ws['slug']} ({ws['id']}) after {where}"
+                  f"{'; Ctrl-C to stop' if follow else ''}.[/]")  # fmt: skip
+    shown = 0
+    try:
+        for item in tail.events(limit, follow):
+            shown += 1
+            if as_json:
+                sys.stdout.write(item.record.payload + "\n")
+                sys.stdout.flush()
+                continue
+            msg, source_id = item.message, item.record.source_id
+            if source_id not in names:  # a source created since the tail started
+                names |= {s["id"]: s["name"] for s in repo.list_sources(ws["id"])}
+                names.setdefault(source_id, source_id)
+            when = str(msg.get("timestamp", ""))
+            who = msg.get("userId") or msg.get("anonymousId") or ""
+            console.print(Text.assemble(
+                (f"#{item.record.offset:<7} ", "dim"), (f"{when[:10]} {when[11:19]}  ", "dim"),
+                (f"{item.record.type:<8} ", _TAIL_STYLES.get(item.record.type, "")),
+                (f"{describe(msg)[:60]:<60} ", "bold"),
+                (f"{who:<38} ", "cyan" if msg.get("userId") else "dim cyan"),
+                (names[source_id], "dim"),
+            ), no_wrap=True, overflow="ellipsis", soft_wrap=False)  # fmt: skip
+            if full:
+                console.print(JSON(item.record.payload))
+    except KeyboardInterrupt:
+        if not as_json:
+            err.print(f"[dim]Stopped; {shown} events shown.[/]")
+    except BrokenPipeError:  # `plait tail --json | head`: the reader left
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@app.command("demo")
+def demo_command(
+    url: str = typer.Option("http://127.0.0.1:8080", help="Plait's base URL."),
+    write_key: str = typer.Option(
+        None, "--write-key", "-k", envvar="PLAIT_WRITE_KEY", help="A source's write key."
+    ),
+    people: int = typer.Option(1000, "--people", "-p", min=0, help="Simulated customers."),
+    seed: int = typer.Option(1, help="Same seed, same people, journeys and messageIds."),
+    days: float = typer.Option(30.0, min=0.01, help="Simulated period, ending now."),
+    rate: float = typer.Option(None, help="Events a second (default: as fast as accepted)."),
+    batch_size: int = typer.Option(100, min=1, max=2500, help="Messages per request."),
+    concurrency: int = typer.Option(4, min=1, max=256, help="Requests in flight."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Write the messages; send nothing."),
+    output: Path = typer.Option(None, "--output", "-o", help="With --dry-run: JSONL file."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Send realistic multi-channel customer journeys through the collection API."""
+    from plait import demo
+
+    cast = demo.Cast(people, seed, days)
+    if output is not None and not dry_run:
+        fail("--output writes the messages instead of sending them: add --dry-run")
+    if dry_run:
+        if output is None:
+            sys.stdout.flush()
+            try:
+                count = demo.write_jsonl(cast.messages(), sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+            except BrokenPipeError:  # `plait demo --dry-run | head`
+                import os
+
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return
+        else:
+            with output.open("wb") as out:
+                count = demo.write_jsonl(cast.messages(), out)
+        err.print(f"{count:,} messages for {people:,} people (seed {seed})"
+                  + (f" written to {output}" if output else ""))  # fmt: skip
+        return
+    if not write_key:
+        fail(
+            "a write key is needed: --write-key KEY or PLAIT_WRITE_KEY (plait serve prints "
+            "the demo source's on first start; plait sources add-key NAME makes one)"
+        )
+    if rate is not None and rate <= 0:
+        fail("--rate must be more than 0")
+    console.print(f"Sending {people:,} people's journeys over {days:g} days (seed {seed}) "
+                  f"to {url}" + (f" at {rate:,.0f} events/s" if rate else ""))  # fmt: skip
+    stats, error = demo.SendStats(), None
+    try:
+        demo.send_with_progress(cast, url, write_key, console=console, stats=stats,
+                                batch_size=batch_size, rate=rate, concurrency=concurrency,
+                                quiet=quiet)  # fmt: skip
+    except demo.SendError as exc:
+        error = str(exc)
+    except KeyboardInterrupt:
+        console.print("[yellow]Interrupted.[/]")
+    if stats.batches:
+        console.print(demo.summary(stats))
+    if error:
+        fail(error)
+    if stats.email_clicks:
+        console.print(
+            f'The log also has an identify and an "Email Clicked" track derived '
+            f"from each of the {stats.email_clicks:,} email-link pages (ajs_ in URLs)."
+        )
+    console.print("Watch events arrive with [bold]plait tail[/] (--json to pipe them).")
+    if stats.failed or (stats.rejected and not stats.accepted):
+        raise typer.Exit(1)
+
+
+@app.command("import")
+def import_command(
+    file: Path = typer.Argument(..., help="CSV/TSV, JSONL (also .gz) or Parquet file."),
+    source: str = typer.Option(..., "--source", "-s", help="Source name or id."),
+    workspace: str = WorkspaceOpt,
+    msg_type: str = typer.Option(None, "--type", "-t", help="identify or track, for every row."),
+    type_column: str = typer.Option(
+        None, "--type-column", help="Column saying identify or track (default: a 'type' column)."
+    ),
+    maps: list[str] = typer.Option(
+        [], "--map", "-m", help="FIELD=COLUMN: userId=cust_id, traits.email=Email (repeatable)."
+    ),
+    infer_types: bool = typer.Option(
+        True, help="CSV: numbers and true/false in traits and properties become JSON ones."
+    ),
+    file_format: str = typer.Option(None, "--format", "-f", help="csv, jsonl or parquet."),
+    delimiter: str = typer.Option(None, help="CSV delimiter (default ',', a tab for .tsv)."),
+    encoding: str = typer.Option("utf-8", help="CSV text encoding."),
+    rejected: Path = typer.Option(None, help="Rejected-rows report (default FILE.rejected.jsonl)."),
+    restart: bool = typer.Option(False, "--restart", help="Start over from the first row."),
+    chunk_size: int = typer.Option(1000, min=1, help="Rows per transaction."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Import a file's rows as identify or track calls (resumable, never duplicates)."""
+    import signal
+    import time
+
+    from rich.filesize import decimal
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from plait.collect import files
+
+    store = open_configured_store()
+    repo = Workspaces(store)
+    try:
+        options = files.ImportOptions(
+            msg_type=msg_type, type_column=type_column, fields=files.parse_map(maps),
+            infer_types=infer_types, format=file_format, delimiter=delimiter, encoding=encoding,
+            chunk_size=chunk_size, rejected_path=rejected, restart=restart,
+        )  # fmt: skip
+        ws = repo.get_workspace(workspace)
+        src = repo.get_source(ws["id"], source)
+        if not src["enabled"]:
+            fail(f"source {src['name']!r} is disabled (plait sources enable {src['name']!r})")
+        job = files.FileImport(store, ws["id"], src["id"], file, options)
+    except (files.FileImportError, NotFound) as exc:
+        fail(str(exc))
+    target = f"source {src['name']} ({src['id']}) of workspace {ws['slug']}"
+    if job.already_finished:
+        console.print(f"{file} was already imported into {target}; --restart imports it again.")
+    elif job.resume_from:
+        console.print(f"Resuming {file} after row {job.resume_from:,} "
+                      f"({job.state['accepted']:,} accepted, {job.state['rejected']:,} rejected "
+                      "so far); --restart starts over.")  # fmt: skip
+    else:
+        console.print(f"Importing {file} ({job.format}, {decimal(job.total_bytes)}) into {target}")
+
+    by_rows = job.total_rows is not None  # Parquet: progress in rows, else in bytes
+    bar = Progress(
+        TextColumn("[bold]import"), BarColumn(),
+        MofNCompleteColumn() if by_rows else DownloadColumn(),
+        TextColumn("{task.fields[rows]:,} rows  {task.fields[rate]:,.0f} rows/s"),
+        TimeRemainingColumn(), console=err, disable=quiet or job.already_finished,
+    )  # fmt: skip
+    task = bar.add_task("import", total=job.total_rows if by_rows else job.total_bytes,
+                        rows=job.resume_from, rate=0.0)  # fmt: skip
+    started = time.perf_counter()
+
+    def update(p: files.Progress) -> None:
+        rate = (p.rows_done - job.resume_from) / max(time.perf_counter() - started, 1e-9)
+        bar.update(task, completed=p.rows_done if by_rows else p.bytes_done,
+                   rows=p.rows_done, rate=rate)  # fmt: skip
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with bar:
+            result = job.run(progress=update)
+    except KeyboardInterrupt:
+        err.print(f"[yellow]interrupted:[/] rows up to {job.rows_done:,} are committed; "
+                  "run the same command again to resume.")  # fmt: skip
+        raise typer.Exit(130) from None
+    except (files.FileImportError, OSError) as exc:
+        fail(f"{exc} (rows up to {job.rows_done:,} are committed)")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    table = Table("rows", "count", title=None if job.already_finished else f"{file}")
+    table.add_row("read", f"{result.rows_done:,}")
+    table.add_row("accepted", f"{result.accepted:,}")
+    if not result.already_finished:
+        table.add_row("  new in the log (this run)", f"{result.inserted:,}")
+        table.add_row("  already in the log (this run)", f"{result.duplicates:,}")
+    table.add_row("rejected", f"{result.rejected:,}")
+    console.print(table)
+    if result.reasons:
+        reasons = Table("rejected because", "field", "rows")
+        for (field, reason), count in result.reasons.most_common():
+            reasons.add_row(reason, field or "", f"{count:,}")
+        console.print(reasons)
+    if result.rejected_path is not None:
+        console.print(f"Rejected rows are in {result.rejected_path}")
+    if result.rejected and not result.accepted:
+        fail("every row was rejected")
