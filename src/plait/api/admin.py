@@ -169,8 +169,8 @@ async def create_token(request: Request, auth: TokenAuth) -> Response:
     scopes = data.get("scopes")
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise ApiError(400, "invalid_field", "must be a list of scope names", "scopes")
-    if "admin" in scopes and not auth.allows("admin"):
-        raise ApiError(403, "forbidden", "only an admin token can create an admin token")
+    if not all(auth.allows(scope) for scope in scopes):  # no escalation: grant what you hold
+        raise ApiError(403, "forbidden", "a token can only grant scopes it holds itself")
     name = data.get("name") or "token"
     record, secret = await run_in_threadpool(
         _repo(request).create_token, auth.workspace_id, str(name), scopes
@@ -216,6 +216,8 @@ async def read_events(request: Request, auth: TokenAuth) -> Response:
         limit = min(int(request.query_params.get("limit", 100)), 1000)
     except ValueError:
         raise ApiError(400, "invalid_field", "after and limit are integers", "after") from None
+    if limit < 1:  # a negative LIMIT is "no limit" to SQLite and an error to PostgreSQL
+        raise ApiError(400, "invalid_field", "must be a positive integer", "limit")
     log: LogBackend = request.app.state.log
     records = await run_in_threadpool(log.read, after, limit, auth.workspace_id)
     events = [

@@ -65,6 +65,8 @@ def apply(repo: Workspaces, doc: dict[str, Any], prune: bool = False) -> ApplyRe
         name = item["name"]
         listed.add(name)
         wanted = {"type": item.get("type", "http"), "enabled": item.get("enabled", True)}
+        if not isinstance(wanted["enabled"], bool):
+            raise Invalid(f"sources[{index}].enabled", "must be true or false")
         if name not in existing:
             _, key = repo.create_source(workspace["id"], name, wanted["type"], wanted["enabled"])
             result.created.append(name)

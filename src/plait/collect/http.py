@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from plait.collect.bodies import BodyError, decompress, parse_json, read_body
-from plait.collect.ingest import prepare
+from plait.collect.ingest import Prepared, prepare
 from plait.collect.keys import WriteKeyCache
 from plait.log import LogWriter, Overloaded
 from plait.observability import MESSAGES_ACCEPTED, MESSAGES_REJECTED, REQUEST_SECONDS
@@ -57,11 +57,8 @@ def _cors(headers: dict[bytes, bytes]) -> list[tuple[bytes, bytes]]:
     origin = headers.get(b"origin")
     if not origin:
         return [(b"access-control-allow-origin", b"*")]
-    return [
-        (b"access-control-allow-origin", origin),
-        (b"access-control-allow-credentials", b"true"),
-        (b"vary", b"Origin"),
-    ]
+    # No allow-credentials: the SDKs send the write key in a header, never cookies.
+    return [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
 
 
 async def _send(send, status: int, body: bytes, headers: list, content_type=b"application/json"):
@@ -145,7 +142,12 @@ class CollectApp:
                 raise CollectError(400, "invalid_body", "body must be a JSON object")
             auth = self._authenticate(_basic_username(headers) or payload.get("writeKey"))
             source = auth.source_id
-            result = await self._ingest(scope, headers, route, payload, auth)
+            prepared, received = self._prepare(scope, headers, route, payload, auth)
+            # Drop the parsed messages before waiting for the commit, so they die young:
+            # held across the wait they were promoted to the old GC generation, and full
+            # collections over them cost the event loop more than parsing them did.
+            del payload
+            result = await self._commit(route, auth, prepared, received)
             response = _OK if result is None else orjson.dumps(result)
         except (BodyError, CollectError) as exc:
             status, response = self._refusal(exc, source)
@@ -166,6 +168,12 @@ class CollectApp:
     async def _ingest(self, scope, headers, route, payload, auth) -> dict | None:
         """Commit the request's valid messages; returns the response body when some were
         rejected (None means plain success)."""
+        prepared, received = self._prepare(scope, headers, route, payload, auth)
+        return await self._commit(route, auth, prepared, received)
+
+    def _prepare(self, scope, headers, route, payload, auth) -> tuple[Prepared, int]:
+        """Validate and enrich the request's messages; returns them as log rows (and the
+        rejected ones) with the number of messages received."""
         if route == "batch":
             messages = payload.get("batch")
             if not isinstance(messages, list):
@@ -187,6 +195,9 @@ class CollectApp:
                 err = prepared.rejected[0]
                 status = 413 if err["code"] == "message_too_large" else 400
                 raise CollectError(status, err["code"], err["message"], err["field"], True)
+        return prepared, len(messages)
+
+    async def _commit(self, route, auth, prepared: Prepared, received: int) -> dict | None:
         if prepared.rows:
             try:
                 await self.writer.append(prepared.rows)
@@ -200,7 +211,7 @@ class CollectApp:
                 MESSAGES_ACCEPTED.labels(auth.source_id, msg_type_name).inc(count)
         if not prepared.rejected:
             return None
-        accepted = len(messages) - len(prepared.rejected)
+        accepted = received - len(prepared.rejected)
         if accepted == 0:
             raise CollectError(400, "all_rejected", "every message in the batch was rejected",
                                counted=True, rejected=prepared.rejected)  # fmt: skip
@@ -236,7 +247,11 @@ class CollectApp:
             error = exc.body
         if not getattr(exc, "counted", False):
             MESSAGES_REJECTED.labels(source, exc.code).inc()
-        return exc.status, orjson.dumps({"success": False, "error": error})
+        # code and message also at the top level, where Segment's API puts them: the
+        # Python SDKs read them there (rudder-sdk-python raised KeyError, and retried a
+        # 4xx like a network error, when they were missing).
+        body = {"success": False, "code": error["code"], "message": error["message"]}
+        return exc.status, orjson.dumps({**body, "error": error})
 
     @staticmethod
     def _retry_after(status: int) -> list:
@@ -317,7 +332,9 @@ def pixel_message(query: str) -> dict[str, Any]:
     data = dict(params).get("data")
     if data is not None:
         try:
-            raw = base64.urlsafe_b64decode(data.replace("+", "-").replace("/", "_") + "==")
+            # A space is a '+' pasted into a URL without encoding: base64 has no spaces.
+            data = data.replace(" ", "-").replace("+", "-").replace("/", "_")
+            raw = base64.urlsafe_b64decode(data + "==")
         except (binascii.Error, ValueError):
             raise CollectError(400, "invalid_data", "data is not base64") from None
         message = parse_json(raw)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -34,11 +34,21 @@ def prepare(messages: list[Any], msg_type: str | None, env: Enrichment) -> Prepa
             enrich(validate(msg, msg_type), env)
             batch = [msg]
             if querystring.applies_to(msg):
-                batch += [enrich(validate(derived), env) for derived in querystring.derive(msg)]
+                # Derived calls carry the page's timestamp, already corrected: a batch's
+                # sentAt must not correct it a second time.
+                derived_env = replace(env, sent_at=None) if env.sent_at is not None else env
+                batch += [
+                    enrich(validate(derived), derived_env) for derived in querystring.derive(msg)
+                ]
+            payloads = [orjson.dumps(item).decode() for item in batch]
         except MessageError as exc:
             out.rejected.append({"index": index, **exc.as_dict()})
             continue
-        for item in batch:
+        except orjson.JSONEncodeError:  # parsed, but nested deeper than orjson writes (254)
+            out.rejected.append({"index": index, "code": "invalid_message", "field": "message",
+                                 "message": "is nested too deeply"})  # fmt: skip
+            continue
+        for item, payload in zip(batch, payloads, strict=True):
             out.rows.append(
                 (
                     env.workspace_id,
@@ -46,7 +56,7 @@ def prepare(messages: list[Any], msg_type: str | None, env: Enrichment) -> Prepa
                     item["messageId"],
                     item["type"],
                     received_us,
-                    orjson.dumps(item).decode(),
+                    payload,
                 )
             )
             out.types[item["type"]] += 1

@@ -36,7 +36,10 @@ def applies_to(msg: dict[str, Any]) -> bool:
 def derive(page: dict[str, Any]) -> list[dict[str, Any]]:
     """Identify/track messages named by the page URL's ajs_* parameters (page enriched)."""
     url = _page_url(page)
-    params = parse_qsl(urlsplit(url).query, keep_blank_values=False)
+    try:
+        params = parse_qsl(urlsplit(url).query, keep_blank_values=False)
+    except ValueError:  # a URL that does not parse (e.g. "http://[::1/") derives nothing
+        return []
     values = dict(params)
     traits = {k[len("ajs_trait_"):]: v for k, v in params if k.startswith("ajs_trait_") and len(k) > 10}
     props = {k[len("ajs_prop_"):]: v for k, v in params if k.startswith("ajs_prop_") and len(k) > 9}

@@ -55,6 +55,7 @@ class Enrichment:
     batch_context: dict[str, Any] | None = None
     batch_integrations: dict[str, Any] | None = None
     received_at_text: str = field(init=False)
+    sent_at_text: str | None = field(init=False, default=None)  # sent_at, formatted once
 
     def __post_init__(self) -> None:
         self.received_at_text = format_timestamp(self.received_at)
@@ -64,6 +65,10 @@ def _identifier(msg: dict[str, Any], name: str) -> str | None:
     value = msg.get(name)
     if value is None:
         return None
+    if type(value) is str:  # the common case, first
+        if not value.strip():
+            raise MessageError(name, "must not be empty")
+        return value
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise MessageError(name, "must be a string or a number")
     text = value if isinstance(value, str) else str(value)
@@ -84,7 +89,7 @@ def validate(msg: Any, msg_type: str | None = None) -> dict[str, Any]:
         raise MessageError("message", "must be a JSON object", "invalid_message")
     declared = msg.get("type")
     if msg_type is None:
-        if declared not in MESSAGE_TYPES:
+        if not isinstance(declared, str) or declared not in MESSAGE_TYPES:
             raise MessageError("type", f"must be one of {', '.join(sorted(MESSAGE_TYPES))}")
         msg_type = declared
     elif declared is not None and declared != msg_type:
@@ -120,6 +125,8 @@ def validate(msg: Any, msg_type: str | None = None) -> dict[str, Any]:
             raise MessageError("messageId", "must be a non-empty string")
         if len(message_id) > MAX_MESSAGE_ID_LENGTH:
             raise MessageError("messageId", f"must be at most {MAX_MESSAGE_ID_LENGTH} characters")
+        if "\x00" in message_id:  # PostgreSQL text cannot hold NUL: it would fail the commit
+            raise MessageError("messageId", "must not contain NUL characters")
     return msg
 
 
@@ -143,11 +150,20 @@ def enrich(msg: dict[str, Any], env: Enrichment) -> dict[str, Any]:
     sent_at = _timestamp(msg, "sentAt") or env.sent_at
     if original is not None:
         msg["originalTimestamp"] = format_timestamp(original)
-        corrected = env.received_at - (sent_at - original) if sent_at is not None else original
+        corrected = original
+        if sent_at is not None:
+            try:
+                corrected = env.received_at - (sent_at - original)
+            except OverflowError:
+                raise MessageError("sentAt", "is too far from the message's timestamp") from None
         msg["timestamp"] = format_timestamp(corrected)
     else:
         msg["timestamp"] = env.received_at_text
-    if sent_at is not None:
+    if sent_at is env.sent_at and sent_at is not None:  # the batch's: formatted once
+        if env.sent_at_text is None:
+            env.sent_at_text = format_timestamp(sent_at)
+        msg["sentAt"] = env.sent_at_text
+    elif sent_at is not None:
         msg["sentAt"] = format_timestamp(sent_at)
     msg["receivedAt"] = env.received_at_text
     if not msg.get("messageId"):

@@ -59,7 +59,8 @@ class TokenAuth:
 
 
 def _row(row) -> dict:
-    return dict(row._mapping) if row is not None else None
+    # Plain str keys: SQLAlchemy 2.1 gives quoted_name keys, which orjson refuses.
+    return {str(k): v for k, v in row._mapping.items()} if row is not None else None
 
 
 class Workspaces:
@@ -151,6 +152,12 @@ class Workspaces:
             raise Invalid("enabled", "must be true or false")
         if changes:
             with self.engine.begin() as conn:
+                name = changes.get("name", source["name"])
+                taken = sa.select(sources.c.id).where(
+                    sources.c.workspace_id == workspace_id, sources.c.name == name
+                )
+                if name != source["name"] and conn.execute(taken).first():
+                    raise Invalid("name", f"a source named {name!r} exists")
                 conn.execute(
                     sources.update()
                     .where(sources.c.id == source["id"])
