@@ -1,4 +1,5 @@
-"""Dependencies point downward (DESIGN.md): spec <- log/store <- domain <- pipeline <- collect/api/cli."""
+"""Dependencies point downward (DESIGN.md):
+spec <- log/store <- domain <- pipeline <- collect/api/cli."""
 
 import ast
 from pathlib import Path

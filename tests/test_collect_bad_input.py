@@ -417,3 +417,17 @@ def test_hostile_names_and_values_are_stored_verbatim_and_tables_stay_intact(ser
     assert backend_for(server.store).count() == 2
     traversal = http.get(f"{server.url}/v1/projects/..%2F..%2Fetc%2Fpasswd/settings")
     assert traversal.status_code == 404
+
+
+def test_multi_member_gzip_bodies_are_read_whole_and_still_bounded(server):
+    first = gzip.compress(b'{"batch": [{"type": "track", "userId": "u1", "event": "A"},')
+    second = gzip.compress(b'{"type": "track", "userId": "u2", "event": "B"}]}')
+    response = httpx.post(f"{server.url}/v1/batch", content=first + second,
+                          auth=(server.write_key, ""),
+                          headers={"Content-Encoding": "gzip"})  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert [r.type for r in backend_for(server.store).read(0, 10)] == ["track", "track"]
+    bomb = gzip.compress(b" " * 300_000) * 2  # each member small, together over 500 KB
+    response = httpx.post(f"{server.url}/v1/batch", content=bomb, auth=(server.write_key, ""),
+                          headers={"Content-Encoding": "gzip"})  # fmt: skip
+    assert response.status_code == 413

@@ -236,6 +236,11 @@ def test_query_string_variants(server):
     assert payloads[3]["userId"] == "only-uid" and payloads[3]["traits"] == {}
 
 
+def test_a_blank_ajs_event_derives_no_track_and_keeps_the_page(server):
+    post(server, "/v1/page", page_message("https://x.example/?ajs_uid=u-7&ajs_event=%20", "blank"))
+    assert [r.type for r in records(server)] == ["page", "identify"]
+
+
 def test_browser_libraries_apply_the_query_string_themselves(server):
     for n, library in enumerate(["analytics.js", "analytics-next", "analytics.js-next"]):
         post(server, "/v1/page", page_message(LANDING, f"browser-{n}", library))

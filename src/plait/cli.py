@@ -66,7 +66,9 @@ def serve(
             console.print(f"  write key  [bold]{boot.write_key}[/]  (source {boot.source_id})")
             console.print(f"  admin token [bold]{boot.admin_token}[/]")
             console.print("  Keys are stored hashed and shown only now: keep them.")
-    console.print(f"Plait on http://{host}:{port}  store: {store.kind}  ({settings.resolved_database_url()})")
+    console.print(
+        f"Plait on http://{host}:{port}  store: {store.kind}  ({settings.resolved_database_url()})"
+    )
     configure_logging(settings.log_level)
     uvicorn.run(
         PlaitApp(settings, store),
@@ -75,6 +77,7 @@ def serve(
         loop="uvloop",
         http="httptools",
         access_log=settings.access_log,
+        proxy_headers=settings.trust_forwarded_for,  # else uvicorn trusts a local proxy itself
         log_config=None,
         timeout_graceful_shutdown=10,
     )

@@ -128,11 +128,14 @@ async def update_source(request: Request, auth: TokenAuth) -> Response:
     data = await _json_body(request)
     unknown = set(data) - {"name", "type", "enabled"}
     if unknown:
-        raise ApiError(400, "invalid_field", "only name, type and enabled change", sorted(unknown)[0])
+        raise ApiError(
+            400, "invalid_field", "only name, type and enabled change", sorted(unknown)[0]
+        )
     _opt_bool(data, "enabled")
     source = await run_in_threadpool(
-        functools.partial(_repo(request).update_source, auth.workspace_id,
-                          request.path_params["ref"], **data)  # fmt: skip
+        functools.partial(
+            _repo(request).update_source, auth.workspace_id, request.path_params["ref"], **data
+        )  # fmt: skip
     )
     return json_response(source)
 

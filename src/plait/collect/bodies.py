@@ -48,17 +48,24 @@ def decompress(body: bytes, encoding: str, limit: int = MAX_BATCH_BYTES) -> byte
     elif encoding == "deflate":
         wbits = zlib.MAX_WBITS
     else:
-        raise BodyError(415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported")
-    inflater = zlib.decompressobj(wbits)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise BodyError(400, "invalid_gzip", f"body is not valid {encoding}: {exc}") from None
-    if len(out) > limit:
-        raise BodyError(413, "body_too_large", f"decompressed body exceeds {limit} bytes")
-    if not inflater.eof:
-        raise BodyError(400, "invalid_gzip", f"body is truncated {encoding}")
-    return out
+        raise BodyError(
+            415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported"
+        )
+    out = bytearray()
+    rest = body
+    while True:  # a gzip body may hold several members, one after the other
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise BodyError(400, "invalid_gzip", f"body is not valid {encoding}: {exc}") from None
+        if len(out) > limit:
+            raise BodyError(413, "body_too_large", f"decompressed body exceeds {limit} bytes")
+        if not inflater.eof:
+            raise BodyError(400, "invalid_gzip", f"body is truncated {encoding}")
+        rest = inflater.unused_data
+        if not rest or encoding == "deflate":
+            return bytes(out)
 
 
 def parse_json(body: bytes) -> Any:

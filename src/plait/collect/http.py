@@ -124,9 +124,12 @@ class CollectApp:
     async def _preflight(self, send, headers, cors) -> None:
         requested = headers.get(b"access-control-request-headers")
         allow = requested or b"Content-Type, Authorization, Content-Encoding"
-        await _send(send, 204, b"", [*cors, (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
-                                     (b"access-control-allow-headers", allow),
-                                     (b"access-control-max-age", b"86400")])  # fmt: skip
+        preflight = [
+            (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+            (b"access-control-allow-headers", allow),
+            (b"access-control-max-age", b"86400"),
+        ]
+        await _send(send, 204, b"", cors + preflight)
 
     # POST /v1/<type> and batches -------------------------------------------------------
 
@@ -156,8 +159,8 @@ class CollectApp:
 
     def _authenticate(self, write_key: Any) -> SourceAuth:
         if not isinstance(write_key, str) or not write_key:
-            raise CollectError(401, "missing_write_key",
-                               "send the write key as the Basic-auth username or as writeKey")  # fmt: skip
+            hint = "send the write key as the Basic-auth username or as writeKey"
+            raise CollectError(401, "missing_write_key", hint)
         auth = self.keys.lookup(write_key)
         if auth is None:
             raise CollectError(401, "invalid_write_key", "unknown or revoked write key")
@@ -179,8 +182,8 @@ class CollectApp:
             if not isinstance(messages, list):
                 raise CollectError(400, "invalid_field", "must be an array of messages", "batch")
             if len(messages) > MAX_BATCH_MESSAGES:
-                raise CollectError(413, "batch_too_large",
-                                   f"a batch holds at most {MAX_BATCH_MESSAGES} messages")  # fmt: skip
+                limit = f"a batch holds at most {MAX_BATCH_MESSAGES} messages"
+                raise CollectError(413, "batch_too_large", limit)
             env = self._enrichment(scope, headers, auth, payload)
             msg_type = None
         else:
@@ -202,11 +205,13 @@ class CollectApp:
             try:
                 await self.writer.append(prepared.rows)
             except Overloaded:
-                raise CollectError(429, "overloaded", "too many messages in flight; retry") from None
+                raise CollectError(
+                    429, "overloaded", "too many messages in flight; retry"
+                ) from None
             except Exception:
                 logger.exception("log append failed")
-                raise CollectError(503, "log_unavailable",
-                                   "the log could not commit the messages; retry") from None  # fmt: skip
+                retry = "the log could not commit the messages; retry"
+                raise CollectError(503, "log_unavailable", retry) from None
             for msg_type_name, count in prepared.types.items():
                 MESSAGES_ACCEPTED.labels(auth.source_id, msg_type_name).inc(count)
         if not prepared.rejected:
@@ -283,13 +288,18 @@ class CollectApp:
     async def _settings(self, scope, send, write_key, headers, cors) -> None:
         auth = self.keys.lookup(write_key)
         if auth is None or not auth.enabled:
-            error = {"code": "invalid_write_key", "message": "unknown, revoked or disabled write key"}
+            error = {
+                "code": "invalid_write_key",
+                "message": "unknown, revoked or disabled write key",
+            }
             await _send(send, 404, orjson.dumps({"success": False, "error": error}), cors)
             return
         if self.public_url:
             scheme, _, host = self.public_url.partition("://")
         else:
-            scheme = headers.get(b"x-forwarded-proto", scope.get("scheme", "http").encode()).decode()
+            scheme = headers.get(
+                b"x-forwarded-proto", scope.get("scheme", "http").encode()
+            ).decode()
             host = headers.get(b"host", b"localhost").decode("latin-1")
         await _send(send, 200, orjson.dumps(settings_document(write_key, host, scheme)),
                     [*cors, (b"cache-control", b"public, max-age=60")])  # fmt: skip
@@ -348,7 +358,9 @@ def pixel_message(query: str) -> dict[str, Any]:
         for part in parents:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise CollectError(400, "invalid_field", f"{part} is both a value and an object", key)
+                raise CollectError(
+                    400, "invalid_field", f"{part} is both a value and an object", key
+                )
             node = child
         node[leaf] = value
     return message

@@ -40,9 +40,13 @@ def derive(page: dict[str, Any]) -> list[dict[str, Any]]:
         params = parse_qsl(urlsplit(url).query, keep_blank_values=False)
     except ValueError:  # a URL that does not parse (e.g. "http://[::1/") derives nothing
         return []
-    values = dict(params)
-    traits = {k[len("ajs_trait_"):]: v for k, v in params if k.startswith("ajs_trait_") and len(k) > 10}
-    props = {k[len("ajs_prop_"):]: v for k, v in params if k.startswith("ajs_prop_") and len(k) > 9}
+    values = {k: v for k, v in params if v.strip()}  # a blank ajs_event names nothing
+    traits = {
+        k[len("ajs_trait_") :]: v for k, v in params if k.startswith("ajs_trait_") and len(k) > 10
+    }
+    props = {
+        k[len("ajs_prop_") :]: v for k, v in params if k.startswith("ajs_prop_") and len(k) > 9
+    }
     anonymous_id = values.get("ajs_aid") or page.get("anonymousId")
     user_id = values.get("ajs_uid") or page.get("userId")
     digest = hashlib.md5(page["messageId"].encode()).hexdigest()

@@ -87,7 +87,9 @@ class Workspaces:
 
     def get_workspace(self, ref: str) -> dict:
         """By id or slug."""
-        query = sa.select(workspaces).where(sa.or_(workspaces.c.id == ref, workspaces.c.slug == ref))
+        query = sa.select(workspaces).where(
+            sa.or_(workspaces.c.id == ref, workspaces.c.slug == ref)
+        )
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         if row is None:
@@ -96,7 +98,9 @@ class Workspaces:
 
     def list_workspaces(self) -> list[dict]:
         with self.engine.connect() as conn:
-            return [_row(r) for r in conn.execute(sa.select(workspaces).order_by(workspaces.c.slug))]
+            return [
+                _row(r) for r in conn.execute(sa.select(workspaces).order_by(workspaces.c.slug))
+            ]
 
     # Sources ---------------------------------------------------------------------------
 
@@ -259,7 +263,9 @@ class Workspaces:
     def list_tokens(self, workspace_id: str) -> list[dict]:
         query = sa.select(tokens).where(tokens.c.workspace_id == workspace_id)
         with self.engine.connect() as conn:
-            return [_public_token(_row(r)) for r in conn.execute(query.order_by(tokens.c.created_at))]
+            return [
+                _public_token(_row(r)) for r in conn.execute(query.order_by(tokens.c.created_at))
+            ]
 
     def revoke_token(self, workspace_id: str, token_id: str) -> None:
         with self.engine.begin() as conn:
