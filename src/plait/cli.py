@@ -47,18 +47,22 @@ def _repo_and_workspace(workspace: str) -> tuple[Workspaces, str]:
 def serve(
     host: str = typer.Option(None, help="Address to bind (PLAIT_HOST, default 127.0.0.1)."),
     port: int = typer.Option(None, help="Port (PLAIT_PORT, default 8080)."),
+    workers: int = typer.Option(None, min=1, help="Server processes (PLAIT_WORKERS, default 1)."),
     demo: bool = typer.Option(True, help="Create the demo workspace on first start."),
 ):
     """Run the server: collection API, admin API, health and metrics."""
+    import os
+    import tempfile
+
     import uvicorn
 
-    from plait.api.app import PlaitApp
     from plait.api.bootstrap import ensure_demo
-    from plait.observability import configure_logging
+    from plait.observability import MULTIPROCESS_DIR_ENV, configure_logging
 
     settings = get_settings()
     host, port = host or settings.host, port or settings.port
-    store = open_configured_store()
+    workers = workers or settings.workers
+    store = open_configured_store()  # applies migrations once, before any worker starts
     if demo:
         boot = ensure_demo(Workspaces(store))
         if boot.write_key:
@@ -66,12 +70,10 @@ def serve(
             console.print(f"  write key  [bold]{boot.write_key}[/]  (source {boot.source_id})")
             console.print(f"  admin token [bold]{boot.admin_token}[/]")
             console.print("  Keys are stored hashed and shown only now: keep them.")
-    console.print(
-        f"Plait on http://{host}:{port}  store: {store.kind}  ({settings.resolved_database_url()})"
-    )
+    url = settings.resolved_database_url()
+    console.print(f"Plait on http://{host}:{port}  store: {store.kind} ({url})  workers: {workers}")
     configure_logging(settings.log_level)
-    uvicorn.run(
-        PlaitApp(settings, store),
+    options = dict(
         host=host,
         port=port,
         loop="uvloop",
@@ -81,6 +83,15 @@ def serve(
         log_config=None,
         timeout_graceful_shutdown=10,
     )
+    if workers == 1:
+        from plait.api.app import PlaitApp
+
+        uvicorn.run(PlaitApp(settings, store), **options)
+        return
+    store.dispose()
+    with tempfile.TemporaryDirectory(prefix="plait-metrics-") as metrics_dir:
+        os.environ[MULTIPROCESS_DIR_ENV] = metrics_dir
+        uvicorn.run("plait.api.app:create_app", factory=True, workers=workers, **options)
 
 
 @app.command()

@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
 import orjson
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+# Set by `plait serve --workers N` before the workers start: each process then writes its
+# samples to files in this directory, and /metrics adds them up across processes.
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 MESSAGES_ACCEPTED = Counter(
     "plait_messages_accepted_total", "Messages accepted into the log", ["source", "type"]
@@ -24,14 +38,27 @@ LOG_COMMIT_ROWS = Histogram(
     "Rows per group commit",
     buckets=(1, 10, 100, 500, 1000, 5000, 10000, 50000),
 )
-LOG_PENDING = Gauge("plait_log_pending_messages", "Messages waiting for a log commit")
-LOG_LAST_OFFSET = Gauge("plait_log_last_offset", "Highest offset in the log")
+LOG_PENDING = Gauge(
+    "plait_log_pending_messages", "Messages waiting for a log commit", multiprocess_mode="livesum"
+)
+LOG_LAST_OFFSET = Gauge(
+    "plait_log_last_offset", "Highest offset in the log", multiprocess_mode="max"
+)
 REQUEST_SECONDS = Histogram(
     "plait_http_request_duration_seconds",
     "HTTP request latency",
     ["route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics page: this process's, or every worker's added up under --workers."""
+    if os.environ.get(MULTIPROCESS_DIR_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
 def record_commit(rows: int, inserted: int) -> None:

@@ -17,6 +17,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8080
+    # Server processes. One is enough for most; more use more cores (they share the store,
+    # and the log's appends serialize on its write lock).
+    workers: int = 1
     # Messages accepted but not yet committed; past this the API answers 429.
     max_pending_messages: int = 200_000
     # Seconds a write key lookup is cached; a revoked key stops working within this time.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -17,8 +16,8 @@ from plait.collect.bodies import BodyError, read_body
 from plait.collect.http import CollectApp
 from plait.collect.keys import WriteKeyCache
 from plait.log import LogWriter, backend_for
-from plait.observability import LOG_LAST_OFFSET, LOG_PENDING, record_commit
-from plait.settings import Settings
+from plait.observability import LOG_LAST_OFFSET, LOG_PENDING, exposition, record_commit
+from plait.settings import Settings, get_settings
 from plait.store import Store, open_store
 from plait.store.workspaces import Workspaces
 
@@ -41,7 +40,8 @@ async def ready(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     LOG_LAST_OFFSET.set(await run_in_threadpool(request.app.state.log.last_offset))
     LOG_PENDING.set(request.app.state.writer.pending)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    body, content_type = exposition()
+    return Response(body, media_type=content_type)
 
 
 class PlaitApp:
@@ -130,3 +130,13 @@ async def _bare(receive, send) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json")]})  # fmt: skip
     await send({"type": "http.response.body", "body": body})
+
+
+def create_app() -> PlaitApp:
+    """The app from PLAIT_* settings: what each worker process of ``plait serve --workers``
+    builds (the store was migrated by the parent before the workers started)."""
+    from plait.observability import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return PlaitApp(settings)

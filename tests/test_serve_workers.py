@@ -1,0 +1,31 @@
+"""`plait serve --workers 2`: several processes share the store, the log and /metrics."""
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+from test_durability import Server, logged_ids, provision
+
+
+def test_two_workers_share_the_log_and_add_up_their_metrics(store_url, tmp_path):
+    write_key = provision(store_url)
+    server = Server({"PLAIT_DATABASE_URL": store_url}, tmp_path / "serve.log",
+                    "--no-demo", "--workers", "2")  # fmt: skip
+    try:
+
+        def send(n: int) -> int:
+            with httpx.Client(base_url=server.url, auth=(write_key, ""), timeout=30) as client:
+                batch = [{"type": "track", "userId": f"u{n}", "event": "E",
+                          "messageId": f"m{n}-{i}"} for i in range(20)]  # fmt: skip
+                return client.post("/v1/batch", json={"batch": batch}).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(send, range(100))) == {200}
+        metrics = httpx.get(f"{server.url}/metrics").text
+    finally:
+        server.stop()
+    assert sum(logged_ids(store_url).values()) == 2000
+    accepted = re.findall(r'^plait_messages_accepted_total\{.*type="track"\} (\S+)', metrics, re.M)
+    assert float(accepted[0]) == 2000.0  # both processes' counts, added up
+    assert "Started server process" in (tmp_path / "serve.log").read_text()
+    assert (tmp_path / "serve.log").read_text().count("Started server process") == 2
