@@ -8,6 +8,7 @@ import binascii
 import logging
 import re
 import time
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -72,9 +73,26 @@ async def _send(send, status: int, body: bytes, headers: list, content_type=b"ap
     await send({"type": "http.response.body", "body": body})
 
 
+# prometheus_client's labels() checks and locks on every call: the hot path keeps the
+# children it was given (few: routes x statuses, sources x message types).
+@lru_cache(maxsize=4096)
+def _request_seconds(route: str, status: str):
+    return REQUEST_SECONDS.labels(route, status)
+
+
+@lru_cache(maxsize=4096)
+def _messages_accepted(source_id: str, msg_type: str):
+    return MESSAGES_ACCEPTED.labels(source_id, msg_type)
+
+
 def _basic_username(headers: dict[bytes, bytes]) -> str | None:
     value = headers.get(b"authorization")
-    if not value or not value[:6].lower() == b"basic ":
+    return _basic_username_of(value) if value else None
+
+
+@lru_cache(maxsize=1024)  # an SDK sends the same header with every request
+def _basic_username_of(value: bytes) -> str | None:
+    if not value[:6].lower() == b"basic ":
         return None
     try:
         decoded = base64.b64decode(value[6:].strip(), validate=True).decode()
@@ -155,7 +173,7 @@ class CollectApp:
         except (BodyError, CollectError) as exc:
             status, response = self._refusal(exc, source)
         await _send(send, status, response, cors + self._retry_after(status))
-        REQUEST_SECONDS.labels(route, str(status)).observe(time.perf_counter() - started)
+        _request_seconds(route, str(status)).observe(time.perf_counter() - started)
 
     def _authenticate(self, write_key: Any) -> SourceAuth:
         if not isinstance(write_key, str) or not write_key:
@@ -213,7 +231,7 @@ class CollectApp:
                 retry = "the log could not commit the messages; retry"
                 raise CollectError(503, "log_unavailable", retry) from None
             for msg_type_name, count in prepared.types.items():
-                MESSAGES_ACCEPTED.labels(auth.source_id, msg_type_name).inc(count)
+                _messages_accepted(auth.source_id, msg_type_name).inc(count)
         if not prepared.rejected:
             return None
         accepted = received - len(prepared.rejected)
@@ -281,7 +299,7 @@ class CollectApp:
                 MESSAGES_REJECTED.labels(source, code).inc()
         await _send(send, 200, PIXEL_GIF,
                     [*cors, (b"cache-control", b"no-store, max-age=0")], b"image/gif")  # fmt: skip
-        REQUEST_SECONDS.labels("pixel", code).observe(time.perf_counter() - started)
+        _request_seconds("pixel", code).observe(time.perf_counter() - started)
 
     # GET /v1/projects/<writeKey>/settings -----------------------------------------------
 

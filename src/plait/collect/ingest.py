@@ -25,39 +25,37 @@ def prepare(messages: list[Any], msg_type: str | None, env: Enrichment) -> Prepa
     the others go on. ``msg_type`` is the endpoint's type, None in a batch."""
     out = Prepared()
     received_us = int(env.received_at.timestamp() * 1_000_000)
+    # This loop runs once per event on the event loop: names are bound locally.
+    rows, rejected, types, dumps = out.rows, out.rejected, out.types, orjson.dumps
+    workspace_id, source_id = env.workspace_id, env.source_id
     for index, msg in enumerate(messages):
         try:
-            if isinstance(msg, dict) and len(orjson.dumps(msg)) > MAX_MESSAGE_BYTES:
+            if isinstance(msg, dict) and len(dumps(msg)) > MAX_MESSAGE_BYTES:
                 raise MessageError(
                     "message", f"exceeds {MAX_MESSAGE_BYTES // 1024} KB", "message_too_large"
                 )
             enrich(validate(msg, msg_type), env)
-            batch = [msg]
             if querystring.applies_to(msg):
                 # Derived calls carry the page's timestamp, already corrected: a batch's
                 # sentAt must not correct it a second time.
                 derived_env = replace(env, sent_at=None) if env.sent_at is not None else env
-                batch += [
+                batch = [msg] + [
                     enrich(validate(derived), derived_env) for derived in querystring.derive(msg)
                 ]
-            payloads = [orjson.dumps(item).decode() for item in batch]
+                payloads = [dumps(item).decode() for item in batch]
+            else:
+                batch, payloads = (msg,), (dumps(msg).decode(),)
         except MessageError as exc:
-            out.rejected.append({"index": index, **exc.as_dict()})
+            rejected.append({"index": index, **exc.as_dict()})
             continue
         except orjson.JSONEncodeError:  # parsed, but nested deeper than orjson writes (254)
-            out.rejected.append({"index": index, "code": "invalid_message", "field": "message",
-                                 "message": "is nested too deeply"})  # fmt: skip
+            rejected.append({"index": index, "code": "invalid_message", "field": "message",
+                             "message": "is nested too deeply"})  # fmt: skip
             continue
         for item, payload in zip(batch, payloads, strict=True):
-            out.rows.append(
-                (
-                    env.workspace_id,
-                    env.source_id,
-                    item["messageId"],
-                    item["type"],
-                    received_us,
-                    payload,
-                )
+            item_type = item["type"]
+            rows.append(
+                (workspace_id, source_id, item["messageId"], item_type, received_us, payload)
             )
-            out.types[item["type"]] += 1
+            types[item_type] += 1
     return out

@@ -6,6 +6,7 @@ are the hot path of ingestion; everything else about the table is plain SQLAlche
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -132,17 +133,23 @@ class LogBackend:
 
 class SQLiteLogBackend(LogBackend):
     insert_sql = f"INSERT OR IGNORE INTO log_messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
-    # Rows go in multi-row statements of 256, 128 ... 1 rows (a few cached statements).
-    # The driver releases the GIL around every statement it steps: one statement per row
-    # made the writer thread wait for the GIL once per row while the event loop parsed
-    # requests, and that convoy, not SQLite, bounded the throughput.
+    # Rows go in multi-row statements: one for a group of up to 64 rows, else statements
+    # of 4096, 2048 ... 64 rows and one for the rest (at most ~80 cached statements). The
+    # driver releases the GIL around every statement it steps, and getting it back waits
+    # for the event loop's switch interval: one statement per row made the writer wait
+    # for the GIL once per row.
     chunk_rows = 4096
+    exact_rows = 64
 
     def _insert(self, conn, rows: Sequence[Row]) -> int:
         driver = conn.driver_connection
         before = driver.total_changes
-        size, start, total = self.chunk_rows, 0, len(rows)
+        # SQLite older than 3.32 allows only 999 parameters per statement.
+        size = min(self.chunk_rows, driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 6)
+        start, total = 0, len(rows)
         while start < total:
+            if total - start <= self.exact_rows:
+                size = total - start
             while size > total - start:
                 size //= 2
             stop = start + size
@@ -156,6 +163,21 @@ class PostgresLogBackend(LogBackend):
         f"INSERT INTO log_messages ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (workspace_id, message_id) DO NOTHING"
     )
+    # Big groups go through COPY into a session-local staging table, then one INSERT ...
+    # SELECT: psycopg writes COPY rows in C (~3 us of the writer's GIL time per row against
+    # ~15 us for executemany, which sends one INSERT per row), and the server has one
+    # statement to run instead of thousands.
+    copy_from_rows = 64
+    _STAGING = (
+        "CREATE TEMP TABLE IF NOT EXISTS plait_log_staging (seq bigserial, workspace_id text, "
+        "source_id text, message_id text, type text, received_at bigint, payload text) "
+        "ON COMMIT DELETE ROWS"
+    )
+    _COPY = f"COPY plait_log_staging ({_COLUMNS}) FROM STDIN"
+    _FROM_STAGING = (
+        f"INSERT INTO log_messages ({_COLUMNS}) SELECT {_COLUMNS} FROM plait_log_staging "
+        "ORDER BY seq ON CONFLICT (workspace_id, message_id) DO NOTHING"
+    )
 
     def _insert(self, conn, rows: Sequence[Row]) -> int:
         cur = conn.cursor()
@@ -163,13 +185,20 @@ class PostgresLogBackend(LogBackend):
             # One appender at a time across processes, so offsets commit in order and a
             # reader that checkpoints on an offset never skips a row committed later.
             cur.execute("SELECT pg_advisory_xact_lock(7411002)")
-            cur.executemany(self.insert_sql, rows)
-            return cur.rowcount  # psycopg sums rowcount over executemany
+            if len(rows) < self.copy_from_rows:
+                cur.executemany(self.insert_sql, rows)
+                return cur.rowcount  # psycopg sums rowcount over executemany
+            cur.execute(self._STAGING)
+            with cur.copy(self._COPY) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cur.execute(self._FROM_STAGING)
+            return cur.rowcount
         finally:
             cur.close()
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=128)
 def _multi_row_sql(rows: int) -> str:
     values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * rows)
     return f"INSERT OR IGNORE INTO log_messages ({_COLUMNS}) VALUES {values}"

@@ -11,6 +11,8 @@ def parse_timestamp(value: object) -> datetime:
     if not isinstance(value, str):
         raise ValueError("must be an ISO-8601 string")
     dt = datetime.fromisoformat(value)
+    if dt.tzinfo is UTC:  # "Z" or "+00:00": already what astimezone would return
+        return dt
     if dt.tzinfo is None:
         return dt.replace(tzinfo=UTC)
     try:
