@@ -364,23 +364,45 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def thread_cpu_seconds(pid: int) -> dict[str, float]:
-    """utime + stime per thread: "loop" is the main thread (the event loop)."""
-    out: dict[str, float] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
+def process_tree(pid: int) -> list[int]:
+    """The server and its worker processes (plait serve --workers N)."""
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
         try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            children = []
+        todo.extend(int(child) for child in children)
+    return pids
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """utime + stime per server thread: "loop" is a process's main thread (its event loop);
+    with several workers, names are prefixed by the worker's pid."""
+    out: dict[str, float] = {}
+    pids = process_tree(pid)
+    for proc in pids:
+        try:
+            tasks = list(Path(f"/proc/{proc}/task").iterdir())
         except OSError:
             continue
-        name = "loop" if task.name == str(pid) else f"thread {task.name}"
-        out[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for task in tasks:
+            try:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            name = "loop" if task.name == str(proc) else f"thread {task.name}"
+            if len(pids) > 1:
+                name = f"{proc} {name}"
+            out[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return out
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """utime + stime of the server's processes and all their threads."""
+    return sum(thread_cpu_seconds(pid).values())
 
 
 class Bench:
@@ -420,6 +442,7 @@ class Bench:
             PLAIT_SQLITE_SYNCHRONOUS=self.args.synchronous,
             PLAIT_BENCH_BARE_ENDPOINT="true",
             PLAIT_LOG_LEVEL="WARNING",
+            PLAIT_WORKERS=str(self.args.workers),
         )
         if self.args.server_cmd:
             cmd = self.args.server_cmd.split()
@@ -634,9 +657,10 @@ def run(args) -> dict:
             f"{os.cpu_count()} cores (nproc), {cpu_model()}, {platform.system()} "
             f"{platform.release()}, Python {platform.python_version()}"
         )
-        results.update(machine=machine, store=bench.store_settings())
+        results.update(machine=machine, store=bench.store_settings(), workers=args.workers)
         print(f"machine: {machine}")
         print(f"store:   {results['store']}")
+        print(f"server:  plait serve, {args.workers} worker process(es)")
         print(
             f"load:    {args.wrk_version}, {args.threads} thread(s), {args.connections} "
             f"connections, {args.duration:g} s per phase; batch bodies {len(batch_t):,} "
@@ -736,6 +760,7 @@ def main() -> None:
         default=0,
         help="events/s for the latency phase (default: half of the measured peak)",
     )
+    add("--workers", type=int, default=1, help="server processes (PLAIT_WORKERS, default 1)")
     add("--json", default="", help="also write the results to this file")
     add("--keep", action="store_true", help="keep the data directory")
     args = parser.parse_args()
