@@ -39,6 +39,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
+from machine import cpu_model
 
 from plait.collect.files import FileImport, ImportOptions
 from plait.log import backend_for
@@ -84,16 +85,6 @@ def read_csv_module(path: Path) -> int:
         reader = csv.reader(f)
         next(reader)
         return sum(1 for _ in reader)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def fresh_postgres(url: str) -> tuple[str, sa.URL, str]:

@@ -52,6 +52,7 @@ from pathlib import Path
 import httpx
 import orjson
 import sqlalchemy as sa
+from machine import cpu_model
 
 from plait.store import open_store
 from plait.store.workspaces import Workspaces
@@ -345,16 +346,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_busy_seconds() -> float:
