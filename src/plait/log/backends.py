@@ -38,8 +38,6 @@ class LogRecord:
 class LogBackend:
     """Append and read the log table; one subclass per engine for the append statement."""
 
-    insert_sql: str
-
     def __init__(self, store: Store):
         self.store = store
         self._conn = None  # the writer's own connection, used from one thread only
@@ -132,7 +130,6 @@ class LogBackend:
 
 
 class SQLiteLogBackend(LogBackend):
-    insert_sql = f"INSERT OR IGNORE INTO log_messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
     # Rows go in multi-row statements: one for a group of up to 64 rows, else statements
     # of 4096, 2048 ... 64 rows and one for the rest (at most ~80 cached statements). The
     # driver releases the GIL around every statement it steps, and getting it back waits
