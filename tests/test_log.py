@@ -1,10 +1,17 @@
 """The durable log: appends, dedup, ordered reads, checkpoints, group commit."""
 
 import asyncio
+import sqlite3
+import time
 
 import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 
 from plait.log import LogWriter, Overloaded, backend_for
+from plait.store import open_store
+from plait.store.db import MIGRATIONS_DIR
 
 
 def rows(ids, workspace="ws_a"):
@@ -102,3 +109,66 @@ def test_a_failed_commit_is_reported_to_every_waiting_request(store, monkeypatch
     monkeypatch.undo()
     assert [r.message_id for r in log.iter_all()] == ["before"]
     assert log.append(rows(["after"])) == 1  # the writer connection recovers
+
+
+# Deduplication on SQLite: a window of recent messageIds -----------------------------
+
+
+def fresh(ids, workspace="ws_a"):
+    """Rows received now (the window is loaded from rows received in the last 24 h)."""
+    now = time.time_ns() // 1000
+    return [(workspace, "src_a", mid, "track", now, "{}") for mid in ids]
+
+
+def test_every_sqlite_appender_sees_the_messages_another_appended(tmp_path):
+    # Two stores on one file stand for two processes (plait serve --workers, plait import).
+    url = f"sqlite:///{tmp_path / 'plait.db'}"
+    first, second = backend_for(open_store(url)), backend_for(open_store(url))
+    assert first.append(fresh(["m1", "m2"])) == 2
+    assert second.append(fresh(["m2", "m3"])) == 1  # loads the window from the log
+    assert first.append(fresh(["m3", "m4"])) == 1  # catches up on what the other wrote
+    assert second.append(fresh(["m4", "m1", "m5"])) == 1
+    restarted = backend_for(open_store(url))
+    assert restarted.append(fresh(["m1", "m5", "m6"])) == 1
+    assert [r.message_id for r in first.iter_all()] == ["m1", "m2", "m3", "m4", "m5", "m6"]
+
+
+def test_sqlite_forgets_a_message_id_after_the_window(tmp_path):
+    url = f"sqlite:///{tmp_path / 'plait.db'}"
+    log = backend_for(open_store(url, dedup_window_seconds=0.2))
+    assert log.append(fresh(["m1"])) == 1
+    time.sleep(0.25)
+    assert log.append(fresh(["m1", "m2"])) == 1  # m1 is in the older generation
+    time.sleep(0.25)
+    assert log.append(fresh(["m1"])) == 1  # two windows on: forgotten, stored again
+    assert log.append(fresh(["m2"])) == 0  # m2 was seen one window ago: still a duplicate
+    # A restart loads only the rows received within the window.
+    assert backend_for(open_store(url, dedup_window_seconds=0.2)).append(fresh(["m2"])) == 1
+
+
+def test_a_failed_sqlite_append_leaves_no_message_id_remembered(tmp_path):
+    log = backend_for(open_store(f"sqlite:///{tmp_path / 'plait.db'}"))
+    broken = ("ws_a", "src_a", "m2", "track", 1, None)  # payload is NOT NULL
+    with pytest.raises(sqlite3.IntegrityError):
+        log.append(fresh(["m1"]) + [broken])
+    assert log.count() == 0
+    assert log.append(fresh(["m1", "m2"])) == 2  # neither was stored: neither is a duplicate
+
+
+def test_migration_0002_keeps_the_sqlite_log_and_its_offsets(tmp_path):
+    url = f"sqlite:///{tmp_path / 'plait.db'}"
+    old = open_store(url, migrate=False)
+    config = Config(str(MIGRATIONS_DIR / "alembic.ini"))
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with old.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+    insert = sa.text("INSERT INTO log_messages VALUES (:o, 'ws_a', 'src_a', :m, 'track', :t, '{}')")
+    with old.engine.begin() as conn:
+        for offset, mid in ((5, "m1"), (9, "m2")):
+            conn.execute(insert, {"o": offset, "m": mid, "t": time.time_ns() // 1000})
+    old.dispose()
+    log = backend_for(open_store(url))  # migrates to the newest revision
+    assert [(r.offset, r.message_id) for r in log.iter_all()] == [(5, "m1"), (9, "m2")]
+    assert log.append(fresh(["m2", "m3"])) == 1
+    assert log.last_offset() == 10

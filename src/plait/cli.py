@@ -27,7 +27,11 @@ WorkspaceOpt = typer.Option("demo", "--workspace", "-w", help="Workspace slug or
 
 def open_configured_store() -> Store:
     settings = get_settings()
-    return open_store(settings.resolved_database_url(), settings.sqlite_synchronous)
+    return open_store(
+        settings.resolved_database_url(),
+        settings.sqlite_synchronous,
+        dedup_window_seconds=settings.dedup_window_seconds,
+    )
 
 
 def fail(message: str, code: int = 1):

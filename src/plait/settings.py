@@ -14,6 +14,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("plait-data")
     # FULL fsyncs every group commit, so a 2xx survives a power cut, not only a crash.
     sqlite_synchronous: str = "FULL"
+    # On SQLite, a messageId is deduplicated for at least this long (at most twice it),
+    # from memory: ~100 bytes per message in the window. PostgreSQL dedups forever.
+    dedup_window_hours: float = 24.0
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -33,6 +36,10 @@ class Settings(BaseSettings):
     bench_bare_endpoint: bool = False
     # Take the client IP from X-Forwarded-For (only behind a proxy you trust).
     trust_forwarded_for: bool = False
+
+    @property
+    def dedup_window_seconds(self) -> float:
+        return self.dedup_window_hours * 3600
 
     def resolved_database_url(self) -> str:
         if self.database_url:

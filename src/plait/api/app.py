@@ -68,6 +68,7 @@ class PlaitApp:
                 open_store,
                 self.settings.resolved_database_url(),
                 self.settings.sqlite_synchronous,
+                dedup_window_seconds=self.settings.dedup_window_seconds,
             )
         log = backend_for(self.store)
         self.writer = LogWriter(log, self.settings.max_pending_messages, record_commit)

@@ -14,6 +14,7 @@ from itertools import chain
 
 import sqlalchemy as sa
 
+from plait.log.dedup import RecentMessageIds, now_us
 from plait.store import Store
 from plait.store.db import now_ms
 from plait.store.schema import checkpoints, log_messages
@@ -138,21 +139,65 @@ class SQLiteLogBackend(LogBackend):
     chunk_rows = 4096
     exact_rows = 64
 
+    def __init__(self, store: Store):
+        super().__init__(store)
+        self._recent: RecentMessageIds | None = None  # None: (re)load from the log
+
     def _insert(self, conn, rows: Sequence[Row]) -> int:
         driver = conn.driver_connection
-        before = driver.total_changes
+        # Take the write lock first: the rows other processes appended before it are
+        # then all visible, and none can be appended until this commit.
+        driver.execute("BEGIN IMMEDIATE")
+        recent = self._catch_up(driver)
+        new = [row for row in rows if recent.add(row[0], row[2])]
         # SQLite older than 3.32 allows only 999 parameters per statement.
         size = min(self.chunk_rows, driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 6)
-        start, total = 0, len(rows)
+        start, total = 0, len(new)
         while start < total:
             if total - start <= self.exact_rows:
                 size = total - start
             while size > total - start:
                 size //= 2
             stop = start + size
-            driver.execute(_multi_row_sql(size), list(chain.from_iterable(rows[start:stop])))
+            cursor = driver.execute(
+                _multi_row_sql(size), list(chain.from_iterable(new[start:stop]))
+            )
+            recent.seen_offset = cursor.lastrowid
             start = stop
-        return driver.total_changes - before
+        return total
+
+    def _catch_up(self, driver) -> RecentMessageIds:
+        """The window of recent messageIds, with every row committed so far in it."""
+        now = now_us()
+        recent = self._recent
+        if recent is None:
+            recent = RecentMessageIds(self.store.dedup_window_seconds)
+            recent.seen_offset = driver.execute(_LAST_OFFSET).fetchone()[0] or 0
+            cutoff = now - recent.window_us
+            for workspace_id, message_id in driver.execute(_IDS_SINCE, (cutoff,)):
+                recent.add(workspace_id, message_id)
+            self._recent = recent
+        else:
+            recent.rotate(now)
+            for offset, workspace_id, message_id in driver.execute(
+                _IDS_AFTER, (recent.seen_offset,)
+            ):  # appended by other processes
+                recent.add(workspace_id, message_id)
+                recent.seen_offset = offset
+        return recent
+
+    def _discard(self, conn) -> None:
+        # The window may hold ids of rows the failed transaction never committed.
+        self._recent = None
+        super()._discard(conn)
+
+
+_LAST_OFFSET = "SELECT max(log_offset) FROM log_messages"
+_IDS_SINCE = "SELECT workspace_id, message_id FROM log_messages WHERE received_at >= ?"
+_IDS_AFTER = (
+    "SELECT log_offset, workspace_id, message_id FROM log_messages "
+    "WHERE log_offset > ? ORDER BY log_offset"
+)
 
 
 class PostgresLogBackend(LogBackend):
@@ -198,7 +243,7 @@ class PostgresLogBackend(LogBackend):
 @lru_cache(maxsize=128)
 def _multi_row_sql(rows: int) -> str:
     values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * rows)
-    return f"INSERT OR IGNORE INTO log_messages ({_COLUMNS}) VALUES {values}"
+    return f"INSERT INTO log_messages ({_COLUMNS}) VALUES {values}"
 
 
 def backend_for(store: Store) -> LogBackend:

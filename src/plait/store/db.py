@@ -11,6 +11,7 @@ from alembic.config import Config
 from sqlalchemy.engine import make_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+DEDUP_WINDOW_SECONDS = 24 * 3600  # as long as Segment promises
 
 
 def now_ms() -> int:
@@ -20,7 +21,15 @@ def now_ms() -> int:
 class Store:
     """The state store. ``kind`` is ``sqlite`` or ``postgresql``: backend adapters key on it."""
 
-    def __init__(self, url: str, sqlite_synchronous: str = "FULL"):
+    def __init__(
+        self,
+        url: str,
+        sqlite_synchronous: str = "FULL",
+        dedup_window_seconds: float = DEDUP_WINDOW_SECONDS,
+    ):
+        # How long the SQLite log remembers a messageId (plait.log.dedup); PostgreSQL's
+        # unique index remembers it for good.
+        self.dedup_window_seconds = dedup_window_seconds
         parsed = make_url(url)
         self.kind = parsed.get_backend_name()
         if self.kind == "postgresql" and parsed.drivername == "postgresql":
@@ -77,8 +86,13 @@ def _sqlite_pragmas(synchronous: str):
     return apply
 
 
-def open_store(url: str, sqlite_synchronous: str = "FULL", migrate: bool = True) -> Store:
-    store = Store(url, sqlite_synchronous)
+def open_store(
+    url: str,
+    sqlite_synchronous: str = "FULL",
+    migrate: bool = True,
+    dedup_window_seconds: float = DEDUP_WINDOW_SECONDS,
+) -> Store:
+    store = Store(url, sqlite_synchronous, dedup_window_seconds)
     if migrate:
         store.migrate()
     return store

@@ -64,7 +64,10 @@ log_messages = sa.Table(
     sa.Column("type", sa.String(16), nullable=False),
     sa.Column("received_at", sa.BigInteger, nullable=False),  # microseconds since epoch
     sa.Column("payload", sa.Text, nullable=False),  # the enriched message as JSON
+    # Deduplication: this unique index on PostgreSQL; on SQLite (migration 0002 drops it,
+    # it made appends 5x slower) the log backend's window of recent messageIds.
     sa.UniqueConstraint("workspace_id", "message_id", name="uq_log_workspace_message"),
+    sa.Index("ix_log_received_at", "received_at"),
     sqlite_autoincrement=True,
 )
 
