@@ -13,8 +13,11 @@ ALLOWED = {
     "spec": set(),
     "store": set(),
     "log": {"store"},
+    "identity": {"spec", "log", "store"},
+    "profiles": {"spec", "log", "store", "identity"},
+    "pipeline": {"spec", "log", "store", "identity", "profiles"},
     "collect": {"spec", "log", "store"},
-    "api": {"spec", "log", "store", "collect"},
+    "api": {"spec", "log", "store", "collect", "identity", "profiles", "pipeline"},
 }
 
 

@@ -44,6 +44,15 @@ LOG_PENDING = Gauge(
 LOG_LAST_OFFSET = Gauge(
     "plait_log_last_offset", "Highest offset in the log", multiprocess_mode="max"
 )
+PIPELINE_MESSAGES = Counter(
+    "plait_pipeline_messages_total", "Log messages the pipeline processed", ["outcome"]
+)
+PIPELINE_MERGES = Counter("plait_profile_merges_total", "Profiles merged into another")
+PIPELINE_BATCH_SECONDS = Histogram(
+    "plait_pipeline_batch_seconds",
+    "Time to process one pipeline batch (stages and commit)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 REQUEST_SECONDS = Histogram(
     "plait_http_request_duration_seconds",
     "HTTP request latency",

@@ -77,9 +77,14 @@ class LogBackend:
     # Reading -------------------------------------------------------------------------
 
     def read(
-        self, after: int = 0, limit: int = 1000, workspace_id: str | None = None
+        self,
+        after: int = 0,
+        limit: int = 1000,
+        workspace_id: str | None = None,
+        conn: sa.Connection | None = None,
     ) -> list[LogRecord]:
-        """Records with offset > ``after``, in offset order."""
+        """Records with offset > ``after``, in offset order (in ``conn``'s transaction
+        when given)."""
         query = (
             sa.select(log_messages)
             .where(log_messages.c.log_offset > after)
@@ -88,8 +93,10 @@ class LogBackend:
         )
         if workspace_id is not None:
             query = query.where(log_messages.c.workspace_id == workspace_id)
-        with self.store.engine.connect() as conn:
+        if conn is not None:
             return [LogRecord(*row) for row in conn.execute(query)]
+        with self.store.engine.connect() as own:
+            return [LogRecord(*row) for row in own.execute(query)]
 
     def iter_all(self, after: int = 0, chunk: int = 5000) -> Iterator[LogRecord]:
         while records := self.read(after, chunk):
@@ -110,12 +117,12 @@ class LogBackend:
 
     # Checkpoints ---------------------------------------------------------------------
 
-    def checkpoint(self, consumer: str) -> int:
-        with self.store.engine.connect() as conn:
-            value = conn.execute(
-                sa.select(checkpoints.c.log_offset).where(checkpoints.c.consumer == consumer)
-            ).scalar()
-        return value or 0
+    def checkpoint(self, consumer: str, conn: sa.Connection | None = None) -> int:
+        if conn is None:
+            with self.store.engine.connect() as own:
+                return self.checkpoint(consumer, own)
+        query = sa.select(checkpoints.c.log_offset).where(checkpoints.c.consumer == consumer)
+        return conn.execute(query).scalar() or 0
 
     def save_checkpoint(self, consumer: str, offset: int, conn: sa.Connection | None = None):
         """Record a reader's position; pass ``conn`` to commit it with the reader's effects."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -56,6 +58,24 @@ class Store:
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(7411001)"))
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
+
+    @contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        """A transaction that holds the write lock from its first statement on SQLite
+        (BEGIN IMMEDIATE): a deferred one that reads first fails with SQLITE_BUSY once the
+        log writer commits in between, which it does every few milliseconds."""
+        if self.kind != "sqlite":
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

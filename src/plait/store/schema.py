@@ -68,6 +68,7 @@ log_messages = sa.Table(
     # it made appends 5x slower) the log backend's window of recent messageIds.
     sa.UniqueConstraint("workspace_id", "message_id", name="uq_log_workspace_message"),
     sa.Index("ix_log_received_at", "received_at"),
+    sa.Index("ix_log_workspace_offset", "workspace_id", "log_offset"),
     sqlite_autoincrement=True,
 )
 
@@ -90,4 +91,128 @@ imports = sa.Table(
     sa.Column("rejected", sa.BigInteger, nullable=False),
     sa.Column("finished", sa.Boolean, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+# Identity and profiles (issue 3): state derived from the log by the pipeline; a rebuild
+# deletes and recomputes all of it but workspace_settings and identity_removals (input).
+
+workspace_settings = sa.Table(  # per-workspace configuration documents, e.g. "identity"
+    "workspace_settings",
+    metadata,
+    sa.Column("workspace_id", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),  # JSON
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+profiles = sa.Table(  # people (kind user) and accounts (kind account, from group calls)
+    "profiles",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("workspace_id", sa.String(64), nullable=False, index=True),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("first_offset", sa.BigInteger, nullable=False),  # the log offset that made it
+    sa.Column("created_at", sa.BigInteger, nullable=False),  # event time, ms
+    sa.Column("merged_into", sa.String(40)),  # set once merged away: resolves to that id
+)
+
+identifiers = sa.Table(
+    "identifiers",
+    metadata,
+    sa.Column("workspace_id", sa.String(64), primary_key=True),
+    sa.Column("type", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), primary_key=True),
+    sa.Column("profile_id", sa.String(40), nullable=False, index=True),
+    sa.Column("first_seen", sa.BigInteger, nullable=False),  # event time, ms
+    sa.Column("last_seen", sa.BigInteger, nullable=False),
+    sa.Column("log_offset", sa.BigInteger, nullable=False),  # the first message with it
+    sa.Column("message_id", sa.String(100), nullable=False),
+)
+
+identity_edges = sa.Table(  # two identifiers seen in one message (first such message)
+    "identity_edges",
+    metadata,
+    sa.Column("workspace_id", sa.String(64), primary_key=True),
+    sa.Column("a_type", sa.String(64), primary_key=True),
+    sa.Column("a_value", sa.String(256), primary_key=True),
+    sa.Column("b_type", sa.String(64), primary_key=True),
+    sa.Column("b_value", sa.String(256), primary_key=True),
+    sa.Column("profile_id", sa.String(40), nullable=False, index=True),
+    sa.Column("log_offset", sa.BigInteger, nullable=False),
+    sa.Column("message_id", sa.String(100), nullable=False),
+    sa.Column("timestamp", sa.BigInteger, nullable=False),
+)
+
+identity_removals = sa.Table(  # an operator's unmerge: an identifier, or a link, removed
+    "identity_removals",
+    metadata,
+    sa.Column("id", BigId, sa.Identity(), primary_key=True),
+    sa.Column("workspace_id", sa.String(64), nullable=False, index=True),
+    sa.Column("a_type", sa.String(64), nullable=False),
+    sa.Column("a_value", sa.String(256), nullable=False),
+    sa.Column("b_type", sa.String(64)),  # set for a link
+    sa.Column("b_value", sa.String(256)),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+lineage = sa.Table(  # merges and unmerges, with their evidence
+    "lineage",
+    metadata,
+    sa.Column("id", BigId, sa.Identity(), primary_key=True),
+    sa.Column("workspace_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),  # merge | unmerge
+    sa.Column("profile_id", sa.String(40), nullable=False, index=True),  # survivor / split
+    sa.Column("other_id", sa.String(40), nullable=False, index=True),  # merged / split off
+    sa.Column("log_offset", sa.BigInteger),  # the message that merged (merges only)
+    sa.Column("message_id", sa.String(100)),
+    sa.Column("timestamp", sa.BigInteger, nullable=False),
+    sa.Column("details", sa.Text, nullable=False),  # JSON: identifiers, reason
+)
+
+message_profiles = sa.Table(  # every processed message and the profile it belongs to
+    "message_profiles",
+    metadata,
+    sa.Column("log_offset", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("workspace_id", sa.String(64), nullable=False),
+    sa.Column("profile_id", sa.String(40)),  # None: no usable identifier
+    sa.Column("timestamp", sa.BigInteger, nullable=False),  # corrected event time, ms
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("event", sa.String(200)),
+    sa.Index("ix_message_profiles_profile", "profile_id", "timestamp"),
+)
+
+traits = sa.Table(  # a profile's (or account's) current traits, latest event time wins
+    "traits",
+    metadata,
+    sa.Column("profile_id", sa.String(40), primary_key=True),
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),  # JSON
+    sa.Column("timestamp", sa.BigInteger, nullable=False),
+    sa.Column("log_offset", sa.BigInteger, nullable=False),
+    sa.Column("source_id", sa.String(64), nullable=False),
+    sa.Column("message_id", sa.String(100), nullable=False),
+)
+
+trait_history = sa.Table(  # every value a message set, in arrival order
+    "trait_history",
+    metadata,
+    sa.Column("id", BigId, sa.Identity(), primary_key=True),
+    sa.Column("profile_id", sa.String(40), nullable=False),
+    sa.Column("key", sa.String(200), nullable=False),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("timestamp", sa.BigInteger, nullable=False),
+    sa.Column("log_offset", sa.BigInteger, nullable=False),
+    sa.Column("source_id", sa.String(64), nullable=False),
+    sa.Column("message_id", sa.String(100), nullable=False),
+    sa.Index("ix_trait_history_profile", "profile_id", "key"),
+)
+
+account_members = sa.Table(
+    "account_members",
+    metadata,
+    sa.Column("account_id", sa.String(40), primary_key=True),
+    sa.Column("profile_id", sa.String(40), primary_key=True, index=True),
+    sa.Column("timestamp", sa.BigInteger, nullable=False),  # the first group call
+    sa.Column("log_offset", sa.BigInteger, nullable=False),
 )

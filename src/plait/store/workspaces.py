@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import orjson
 import sqlalchemy as sa
 
 from plait.ids import hash_secret, new_id, random_token
 from plait.store.db import Store, now_ms
-from plait.store.schema import sources, tokens, workspaces, write_keys
+from plait.store.schema import sources, tokens, workspace_settings, workspaces, write_keys
+from plait.store.upsert import upsert
 
 SOURCE_TYPES = frozenset(
     {
@@ -19,8 +21,11 @@ SOURCE_TYPES = frozenset(
 )  # fmt: skip
 # A token with "admin" may do everything in its workspace.
 SCOPES = frozenset(
-    {"admin", "sources:read", "sources:write", "tokens:write", "config:write", "events:read"}
-)
+    {
+        "admin", "sources:read", "sources:write", "tokens:write", "config:write", "events:read",
+        "profiles:read", "profiles:write",
+    }
+)  # fmt: skip
 TOKEN_PREFIX = "plt_"
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 
@@ -95,6 +100,21 @@ class Workspaces:
         if row is None:
             raise NotFound(f"workspace {ref!r} not found")
         return _row(row)
+
+    def get_setting(self, workspace_id: str, key: str) -> dict | None:
+        """A workspace's configuration document (e.g. ``identity``), None if never set."""
+        query = sa.select(workspace_settings.c.value).where(
+            workspace_settings.c.workspace_id == workspace_id, workspace_settings.c.key == key
+        )
+        with self.engine.connect() as conn:
+            value = conn.execute(query).scalar()
+        return None if value is None else orjson.loads(value)
+
+    def put_setting(self, workspace_id: str, key: str, value: dict) -> None:
+        row = {"workspace_id": workspace_id, "key": key, "value": orjson.dumps(value).decode(),
+               "updated_at": now_ms()}  # fmt: skip
+        with self.engine.begin() as conn:
+            upsert(conn, workspace_settings, [row], ["workspace_id", "key"])
 
     def list_workspaces(self) -> list[dict]:
         with self.engine.connect() as conn:

@@ -1,0 +1,181 @@
+"""The identity graph in the state store: load the part a batch needs, write what changed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import orjson
+import sqlalchemy as sa
+
+from plait.identity.identifiers import Identifier
+from plait.identity.resolver import Changes, Graph, Profile
+from plait.store.schema import identifiers, identity_edges, identity_removals, lineage, profiles
+
+# Bound parameters per IN list: SQLite before 3.32 allowed only 999 in a statement.
+CHUNK = 400
+
+
+def chunks(items: list, size: int = CHUNK) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def load_removals(conn: sa.Connection, graph: Graph) -> None:
+    query = sa.select(
+        identity_removals.c.a_type,
+        identity_removals.c.a_value,
+        identity_removals.c.b_type,
+        identity_removals.c.b_value,
+    ).where(identity_removals.c.workspace_id == graph.workspace_id)
+    for a_type, a_value, b_type, b_value in conn.execute(query):
+        if b_type is None:
+            graph.removed_identifiers.add((a_type, a_value))
+        else:
+            a, b = (a_type, a_value), (b_type, b_value)
+            graph.removed_links.add((a, b) if a <= b else (b, a))
+
+
+def load(conn: sa.Connection, workspace_id: str, wanted: Iterable[Identifier]) -> Graph:
+    """The profiles owning any of ``wanted``, with all their identifiers and edges."""
+    graph = Graph(workspace_id)
+    load_removals(conn, graph)
+    wanted = list(set(wanted))
+    owners: set[str] = set()
+    key = sa.tuple_(identifiers.c.type, identifiers.c.value)
+    for part in chunks(wanted):
+        query = sa.select(identifiers.c.profile_id).where(
+            identifiers.c.workspace_id == workspace_id, key.in_(part)
+        )
+        owners.update(conn.scalars(query))
+    load_profiles(conn, graph, owners)
+    return graph
+
+
+def load_profiles(conn: sa.Connection, graph: Graph, profile_ids: Iterable[str]) -> None:
+    ids = [pid for pid in set(profile_ids) if pid not in graph.profiles]
+    for part in chunks(ids):
+        found = {
+            pid: Profile(pid, first_offset, created_at)
+            for pid, first_offset, created_at in conn.execute(
+                sa.select(profiles.c.id, profiles.c.first_offset, profiles.c.created_at).where(
+                    profiles.c.id.in_(part)
+                )
+            )
+        }
+        query = sa.select(
+            identifiers.c.type, identifiers.c.value, identifiers.c.profile_id,
+            identifiers.c.last_seen,
+        ).where(identifiers.c.profile_id.in_(part))  # fmt: skip
+        for type_name, value, pid, last_seen in conn.execute(query):
+            found[pid].identifiers[(type_name, value)] = last_seen
+        query = sa.select(
+            identity_edges.c.a_type, identity_edges.c.a_value,
+            identity_edges.c.b_type, identity_edges.c.b_value,
+        ).where(identity_edges.c.profile_id.in_(part))  # fmt: skip
+        for a_type, a_value, b_type, b_value in conn.execute(query):
+            graph.edges.add(((a_type, a_value), (b_type, b_value)))
+        for profile in found.values():
+            graph.add_profile(profile)
+
+
+def save(conn: sa.Connection, graph: Graph, changes: Changes, kind: str = "user") -> None:
+    """Write a batch's changes; every row names the profile its identifiers ended in."""
+    ws, final = graph.workspace_id, graph.resolve_id
+    if changes.new_profiles:
+        conn.execute(
+            profiles.insert(),
+            [
+                {
+                    "id": p.id,
+                    "workspace_id": ws,
+                    "kind": kind,
+                    "first_offset": p.first_offset,
+                    "created_at": p.created_at,
+                    "merged_into": None,
+                }
+                for p in changes.new_profiles
+            ],  # fmt: skip
+        )
+    for merge in changes.merges:
+        survivor = final(merge.survivor)
+        for table in (identifiers, identity_edges):
+            conn.execute(
+                table.update().where(table.c.profile_id == merge.merged).values(profile_id=survivor)
+            )
+        conn.execute(
+            profiles.update()
+            .where(sa.or_(profiles.c.id == merge.merged, profiles.c.merged_into == merge.merged))
+            .values(merged_into=survivor)
+        )
+    if changes.merges:
+        conn.execute(
+            lineage.insert(),
+            [
+                {
+                    "workspace_id": ws,
+                    "kind": "merge",
+                    "profile_id": m.survivor,
+                    "other_id": m.merged,
+                    "log_offset": m.offset,
+                    "message_id": m.message_id,
+                    "timestamp": m.timestamp_ms,
+                    "details": orjson.dumps(
+                        {"identifiers": [list(i) for i in m.identifiers]}
+                    ).decode(),
+                }
+                for m in changes.merges
+            ],  # fmt: skip
+        )
+    new_rows = []
+    for ident, _pid, ts, offset, message_id in changes.new_identifiers:
+        owner = graph.owner[ident]
+        last_seen = graph.profiles[owner].identifiers[ident]
+        new_rows.append(
+            {
+                "workspace_id": ws,
+                "type": ident[0],
+                "value": ident[1],
+                "profile_id": owner,
+                "first_seen": ts,
+                "last_seen": last_seen,
+                "log_offset": offset,
+                "message_id": message_id,
+            }  # fmt: skip
+        )
+    if new_rows:
+        conn.execute(identifiers.insert(), new_rows)
+    new_idents = {row[0] for row in changes.new_identifiers}
+    updates = [
+        {"w": ws, "t": ident[0], "v": ident[1], "seen": ts}
+        for ident, ts in changes.last_seen.items()
+        if ident not in new_idents
+    ]
+    if updates:
+        conn.execute(
+            identifiers.update()
+            .where(
+                identifiers.c.workspace_id == sa.bindparam("w"),
+                identifiers.c.type == sa.bindparam("t"),
+                identifiers.c.value == sa.bindparam("v"),
+            )
+            .values(last_seen=sa.bindparam("seen")),
+            updates,
+        )
+    if changes.new_edges:
+        conn.execute(
+            identity_edges.insert(),
+            [
+                {
+                    "workspace_id": ws,
+                    "a_type": a[0],
+                    "a_value": a[1],
+                    "b_type": b[0],
+                    "b_value": b[1],
+                    "profile_id": final(pid),
+                    "log_offset": offset,
+                    "message_id": message_id,
+                    "timestamp": ts,
+                }
+                for a, b, pid, offset, message_id, ts in changes.new_edges
+            ],  # fmt: skip
+        )

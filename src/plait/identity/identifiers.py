@@ -1,0 +1,95 @@
+"""The identifiers a message carries, normalized, as (type, value) pairs.
+
+Where each type is read (as Segment promotes them to external ids):
+- ``user_id``: ``userId``; ``anonymous_id``: ``anonymousId``;
+- ``email`` and ``phone``: ``traits`` and ``context.traits``;
+- any declared type: ``context.externalIds`` entries of that type (collection ``users``)
+  and the type's configured ``paths``;
+- an alias's ``previousId`` is classified by the resolver (see resolver.py).
+
+A blocked value (rules.py) or one that does not normalize stays in the payload but never
+becomes an identifier.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import phonenumbers
+
+from plait.identity.rules import Rules
+
+Identifier = tuple[str, str]  # (type, value)
+MAX_VALUE_LENGTH = 256
+
+
+def extract(msg: dict[str, Any], rules: Rules) -> list[Identifier]:
+    """The message's person identifiers, without repeats, highest priority first."""
+    found: list[Identifier] = []
+    add = found.append
+    for type_name, value in _candidates(msg, rules):
+        normalized = normalize(type_name, value, rules)
+        if normalized is not None and not rules.is_blocked(normalized):
+            add((type_name, normalized))
+    unique = list(dict.fromkeys(found))
+    unique.sort(key=lambda ident: rules.rank(ident[0]))
+    return unique
+
+
+def _candidates(msg: dict[str, Any], rules: Rules):
+    yield "user_id", msg.get("userId")
+    yield "anonymous_id", msg.get("anonymousId")
+    context = msg.get("context")
+    context = context if isinstance(context, dict) else {}
+    for traits in (msg.get("traits"), context.get("traits")):
+        if isinstance(traits, dict):
+            yield "email", traits.get("email")
+            yield "phone", traits.get("phone")
+    external = context.get("externalIds")
+    if isinstance(external, list):
+        for item in external:
+            if (
+                isinstance(item, dict)
+                and item.get("type") in rules.types
+                and item.get("collection", "users") == "users"
+            ):
+                yield item["type"], item.get("id")
+    for kind in rules.types.values():
+        for path in kind.paths:
+            yield kind.name, _at(msg, path)
+
+
+def _at(msg: dict[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = msg
+    for key in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def normalize(type_name: str, value: Any, rules: Rules) -> str | None:
+    """The canonical form of a value, or None when it cannot be an identifier."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value).strip()
+    if not text or len(text) > MAX_VALUE_LENGTH:
+        return None
+    if type_name == "email":
+        text = text.lower()
+        return text if "@" in text[1:-1] else None
+    if type_name == "phone":
+        return _e164(text, rules.default_region)
+    return text
+
+
+@lru_cache(maxsize=65536)
+def _e164(text: str, region: str) -> str | None:
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

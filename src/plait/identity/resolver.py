@@ -1,0 +1,187 @@
+"""Identity resolution: which profile a message belongs to, merging profiles when its
+identifiers join them, within the workspace's limits.
+
+For each message, with its identifiers highest priority first (identifiers.py):
+
+1. Identifiers an operator removed (unmerge) are left out.
+2. The profiles owning any of the identifiers are looked up.
+3. If those profiles together with the message's new identifiers would hold more values
+   of a type than its limit allows (counting, for a windowed limit, the values seen in
+   that window before the message's timestamp), the message's lowest-priority identifier
+   is dropped and step 2 runs again: merge protection, as Segment does it. A message
+   always keeps its highest-priority identifier.
+4. No profile: a new one is created. One: the message joins it. Several: they merge into
+   the oldest (the one created by the earliest log offset), and the others' ids keep
+   resolving to it. The merge is recorded with its evidence.
+5. The message's remaining identifiers become the profile's, linked to each other (a star
+   from the highest-priority one: the graph's edges, each kept with the first message that
+   made it).
+
+An operator's unmerge is a rule too: a removed identifier is never used again, and two
+identifiers whose link was removed are never joined again (step 3 treats that like a
+limit).
+
+An alias's previousId is a user_id if the graph knows that user id, else an anonymous_id.
+The resolver works on a Graph that holds the part of the identity graph it needs; the
+pipeline loads it per batch from the store (graph_store.py) or, in a rebuild, keeps all of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from plait.identity.identifiers import Identifier
+from plait.identity.rules import Rules
+
+# last_seen moves only when it advances by this much: windows are a day or longer, and
+# writing it for every message would cost a write per identifier per event.
+LAST_SEEN_GRANULARITY_MS = 3_600_000
+
+
+@dataclass
+class Profile:
+    id: str
+    first_offset: int  # the log offset that created it: the oldest survives a merge
+    created_at: int  # the creating message's timestamp, ms
+    identifiers: dict[Identifier, int] = field(default_factory=dict)  # -> last seen (ms)
+
+
+@dataclass
+class Merge:
+    survivor: str
+    merged: str
+    offset: int
+    message_id: str
+    timestamp_ms: int
+    identifiers: list[Identifier]
+
+
+@dataclass
+class Changes:
+    """What resolving a batch did, for the store to write."""
+
+    new_profiles: list[Profile] = field(default_factory=list)
+    # (identifier, profile id, timestamp ms, offset, message id)
+    new_identifiers: list[tuple[Identifier, str, int, int, str]] = field(default_factory=list)
+    last_seen: dict[Identifier, int] = field(default_factory=dict)
+    # (a, b, profile id, offset, message id, timestamp ms)
+    new_edges: list[tuple[Identifier, Identifier, str, int, str, int]] = field(default_factory=list)
+    merges: list[Merge] = field(default_factory=list)
+
+
+class Graph:
+    """The identity graph of one workspace, or the part of it a batch touches."""
+
+    def __init__(self, workspace_id: str):
+        self.workspace_id = workspace_id
+        self.owner: dict[Identifier, str] = {}
+        self.profiles: dict[str, Profile] = {}
+        self.edges: set[tuple[Identifier, Identifier]] = set()
+        self.merged_into: dict[str, str] = {}  # merged-away id -> survivor
+        self.removed_identifiers: set[Identifier] = set()
+        self.removed_links: set[tuple[Identifier, Identifier]] = set()
+
+    def add_profile(self, profile: Profile) -> None:
+        self.profiles[profile.id] = profile
+        for ident in profile.identifiers:
+            self.owner[ident] = profile.id
+
+    def resolve_id(self, profile_id: str) -> str:
+        while profile_id in self.merged_into:
+            profile_id = self.merged_into[profile_id]
+        return profile_id
+
+
+def edge(a: Identifier, b: Identifier) -> tuple[Identifier, Identifier]:
+    return (a, b) if a <= b else (b, a)
+
+
+def profile_id_for(workspace_id: str, offset: int) -> str:
+    """Deterministic: a rebuild over the same log gives the same ids."""
+    digest = hashlib.blake2b(f"{workspace_id}:{offset}".encode(), digest_size=12).hexdigest()
+    return f"prf_{digest}"
+
+
+class Resolver:
+    def __init__(self, graph: Graph, rules: Rules, changes: Changes | None = None):
+        self.graph = graph
+        self.rules = rules
+        self.changes = changes if changes is not None else Changes()
+
+    def classify_previous_id(self, value: str) -> Identifier:
+        as_user = ("user_id", value)
+        return as_user if as_user in self.graph.owner else ("anonymous_id", value)
+
+    def resolve(
+        self, identifiers: list[Identifier], offset: int, message_id: str, timestamp_ms: int
+    ) -> str | None:
+        """The profile of a message (None if it carries no usable identifier)."""
+        graph = self.graph
+        ids = [i for i in identifiers if i not in graph.removed_identifiers]
+        if not ids:
+            return None
+        while True:
+            owners = sorted(
+                {graph.owner[i] for i in ids if i in graph.owner},
+                key=lambda pid: (graph.profiles[pid].first_offset, pid),
+            )
+            if len(ids) == 1 or not self._exceeds_a_limit(ids, owners, timestamp_ms):
+                break
+            ids.pop()  # the lowest priority: ids are sorted highest first
+        if not owners:
+            profile = Profile(profile_id_for(graph.workspace_id, offset), offset, timestamp_ms)
+            graph.add_profile(profile)
+            self.changes.new_profiles.append(profile)
+        else:
+            profile = graph.profiles[owners[0]]
+            for other in owners[1:]:
+                self._merge(profile, graph.profiles[other], ids, offset, message_id, timestamp_ms)
+        self._attach(profile, ids, offset, message_id, timestamp_ms)
+        return profile.id
+
+    def _exceeds_a_limit(self, ids: list[Identifier], owners: list[str], ts: int) -> bool:
+        """Would joining ``ids`` and the ``owners`` break a limit or an unmerged link?"""
+        types = self.rules.types
+        values: dict[str, set[str]] = {}
+        union: set[Identifier] = set(ids)
+        for pid in owners:
+            for ident, last_seen in self.graph.profiles[pid].identifiers.items():
+                union.add(ident)
+                kind = types.get(ident[0])
+                window = kind.window_seconds if kind is not None else None
+                if window is None or last_seen >= ts - window * 1000:
+                    values.setdefault(ident[0], set()).add(ident[1])
+        for type_name, value in ids:
+            values.setdefault(type_name, set()).add(value)
+        if any(len(found) > types[name].limit for name, found in values.items() if name in types):
+            return True
+        # An operator split these two: new messages must not join them again.
+        return any(a in union and b in union for a, b in self.graph.removed_links)
+
+    def _merge(self, survivor: Profile, merged: Profile, ids, offset, message_id, ts) -> None:
+        graph = self.graph
+        for ident, last_seen in merged.identifiers.items():
+            survivor.identifiers[ident] = max(last_seen, survivor.identifiers.get(ident, 0))
+            graph.owner[ident] = survivor.id
+        del graph.profiles[merged.id]
+        graph.merged_into[merged.id] = survivor.id
+        self.changes.merges.append(Merge(survivor.id, merged.id, offset, message_id, ts, list(ids)))
+
+    def _attach(self, profile: Profile, ids, offset: int, message_id: str, ts: int) -> None:
+        graph, changes = self.graph, self.changes
+        for ident in ids:
+            last_seen = profile.identifiers.get(ident)
+            if last_seen is None:
+                profile.identifiers[ident] = ts
+                graph.owner[ident] = profile.id
+                changes.new_identifiers.append((ident, profile.id, ts, offset, message_id))
+            elif ts - last_seen >= LAST_SEEN_GRANULARITY_MS:
+                profile.identifiers[ident] = ts
+                changes.last_seen[ident] = ts
+        anchor = ids[0]
+        for other in ids[1:]:
+            key = edge(anchor, other)
+            if key not in graph.edges:
+                graph.edges.add(key)
+                changes.new_edges.append((*key, profile.id, offset, message_id, ts))

@@ -1,0 +1,178 @@
+"""The pipeline: reads each workspace's log in offset order from a checkpoint and runs the
+stages (normalize → resolve → profile) over batches of messages.
+
+A batch's effects and its checkpoint commit in one transaction, so a crash never applies
+a batch twice, and a message already processed (reprocessing an offset range) is skipped:
+the pipeline is idempotent. Workers coordinate per workspace: on SQLite the transaction
+holds the store's write lock from its start; on PostgreSQL a transaction-scoped advisory
+lock per workspace lets one worker at a time process a workspace, and the others move on
+to other workspaces. Either way each worker re-reads the checkpoint inside its lock, so
+nothing is processed twice, and one person's messages (one workspace's) stay in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import orjson
+import sqlalchemy as sa
+
+from plait.identity.rules import Rules, from_dict
+from plait.identity.stage import normalize, resolve
+from plait.log import LogRecord, backend_for
+from plait.log.processing import Batch, Item
+from plait.observability import PIPELINE_BATCH_SECONDS, PIPELINE_MERGES, PIPELINE_MESSAGES
+from plait.profiles.stage import update_profiles
+from plait.store import Store
+from plait.store.schema import message_profiles, workspace_settings, workspaces
+
+logger = logging.getLogger("plait.pipeline")
+
+Stage = Callable[[Batch], None]
+STAGES: tuple[Stage, ...] = (normalize, resolve, update_profiles)
+BATCH_SIZE = 2000
+
+
+def consumer_name(workspace_id: str) -> str:
+    return f"pipeline:{workspace_id}"
+
+
+def _lock_key(workspace_id: str) -> int:
+    digest = hashlib.blake2b(f"pipeline:{workspace_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def load_rules(conn: sa.Connection, workspace_id: str) -> Rules:
+    value = conn.execute(
+        sa.select(workspace_settings.c.value).where(
+            workspace_settings.c.workspace_id == workspace_id,
+            workspace_settings.c.key == "identity",
+        )
+    ).scalar()
+    return from_dict(orjson.loads(value) if value else None)
+
+
+class Pipeline:
+    def __init__(
+        self, store: Store, batch_size: int = BATCH_SIZE, stages: Sequence[Stage] = STAGES
+    ):
+        self.store = store
+        self.log = backend_for(store)
+        self.batch_size = batch_size
+        self.stages = tuple(stages)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # One batch ----------------------------------------------------------------------
+
+    def run_batch(self, workspace_id: str, limit: int | None = None) -> int:
+        """Process the next batch of a workspace; returns how many log records it covered
+        (0 when caught up, or when another worker holds the workspace)."""
+        started = time.perf_counter()
+        with self.store.write() as conn:
+            if self.store.kind == "postgresql":
+                locked = conn.execute(
+                    sa.select(sa.func.pg_try_advisory_xact_lock(_lock_key(workspace_id)))
+                ).scalar()
+                if not locked:
+                    return 0
+            consumer = consumer_name(workspace_id)
+            after = self.log.checkpoint(consumer, conn)
+            records = self.log.read(after, limit or self.batch_size, workspace_id, conn)
+            if not records:
+                return 0
+            merges = self._process(conn, workspace_id, records)
+            self.log.save_checkpoint(consumer, records[-1].offset, conn)
+        PIPELINE_MESSAGES.labels("processed").inc(len(records))
+        PIPELINE_MERGES.inc(merges)
+        PIPELINE_BATCH_SECONDS.observe(time.perf_counter() - started)
+        return len(records)
+
+    def _process(self, conn: sa.Connection, workspace_id: str, records: list[LogRecord]) -> int:
+        done = set(
+            conn.scalars(
+                sa.select(message_profiles.c.log_offset).where(
+                    message_profiles.c.log_offset.between(records[0].offset, records[-1].offset)
+                )
+            )
+        )
+        items = [Item(record) for record in records if record.offset not in done]
+        if not items:
+            return 0
+        batch = Batch(workspace_id, items, conn, {"rules": load_rules(conn, workspace_id)})
+        for stage in self.stages:
+            stage(batch)
+        return len(batch.context.get("merges", ()))
+
+    def _run_batch_isolating_failures(self, workspace_id: str) -> int:
+        """A batch that fails is retried in halves down to the one message that fails:
+        that one is logged, counted and passed over (a rebuild reprocesses it once the
+        cause is fixed), so one bad message never stops a workspace's pipeline."""
+        limit = self.batch_size
+        while True:
+            try:
+                return self.run_batch(workspace_id, limit)
+            except (sa.exc.OperationalError, sa.exc.InterfaceError):
+                raise  # the store is unavailable or busy, not the message: retry later
+            except Exception:
+                if limit > 1:
+                    limit //= 2
+                    continue
+                logger.exception("pipeline: passing over a message that fails (%s)", workspace_id)
+                PIPELINE_MESSAGES.labels("failed").inc()
+                self._pass_over_next(workspace_id)
+                return 1
+
+    def _pass_over_next(self, workspace_id: str) -> None:
+        with self.store.write() as conn:
+            consumer = consumer_name(workspace_id)
+            records = self.log.read(self.log.checkpoint(consumer, conn), 1, workspace_id, conn)
+            if records:
+                self.log.save_checkpoint(consumer, records[0].offset, conn)
+
+    # Loops --------------------------------------------------------------------------
+
+    def workspace_ids(self) -> list[str]:
+        with self.store.engine.connect() as conn:
+            return list(conn.scalars(sa.select(workspaces.c.id).order_by(workspaces.c.id)))
+
+    def catch_up(self, workspace_id: str | None = None) -> int:
+        """Process until every workspace (or the one given) is caught up."""
+        total = 0
+        for ws in [workspace_id] if workspace_id else self.workspace_ids():
+            while (count := self._run_batch_isolating_failures(ws)) > 0:
+                total += count
+        return total
+
+    def notify(self) -> None:
+        """New messages are in the log (the log writer calls this after each commit)."""
+        self._wake.set()
+
+    def run_forever(self, poll_interval: float = 0.25) -> None:
+        while not self._stop.is_set():
+            try:
+                processed = self.catch_up()
+            except Exception:  # the store is down: wait and retry, never exit
+                logger.exception("pipeline: batch failed; retrying")
+                processed = 0
+            if not processed:
+                self._wake.wait(poll_interval)
+                self._wake.clear()
+
+    def start(self, poll_interval: float = 0.25) -> None:
+        self._thread = threading.Thread(
+            target=self.run_forever, args=(poll_interval,), name="plait-pipeline", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
