@@ -18,6 +18,11 @@ class Settings(BaseSettings):
     # from memory: ~100 bytes per message in the window. PostgreSQL dedups forever.
     dedup_window_hours: float = 24.0
 
+    # Run the pipeline (identity, profiles) inside `plait serve`; turn it off when
+    # separate `plait worker` processes run it. A worker polls the log this often.
+    pipeline: bool = True
+    pipeline_poll_seconds: float = 0.25
+
     host: str = "127.0.0.1"
     port: int = 8080
     # Server processes. One is enough for most; more use more cores (they share the store,

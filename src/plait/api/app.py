@@ -17,6 +17,7 @@ from plait.collect.http import CollectApp
 from plait.collect.keys import WriteKeyCache
 from plait.log import LogWriter, backend_for
 from plait.observability import LOG_LAST_OFFSET, LOG_PENDING, exposition, record_commit
+from plait.pipeline.runner import Pipeline
 from plait.settings import Settings, get_settings
 from plait.store import Store, open_store
 from plait.store.workspaces import Workspaces
@@ -46,12 +47,14 @@ async def metrics(request: Request) -> Response:
 
 class PlaitApp:
     """The ASGI entry point. /v1/* goes straight to the collection app (the hot path);
-    everything else to Starlette. Lifespan opens the store and starts the log writer."""
+    everything else to Starlette. Lifespan opens the store, starts the log writer and,
+    unless PLAIT_PIPELINE=false, the pipeline in a thread (woken by every commit)."""
 
     def __init__(self, settings: Settings, store: Store | None = None):
         self.settings = settings
         self.store = store
         self.writer: LogWriter | None = None
+        self.pipeline: Pipeline | None = None
         self.web = Starlette(
             routes=[
                 Route("/health", health),
@@ -71,7 +74,10 @@ class PlaitApp:
                 dedup_window_seconds=self.settings.dedup_window_seconds,
             )
         log = backend_for(self.store)
-        self.writer = LogWriter(log, self.settings.max_pending_messages, record_commit)
+        if self.settings.pipeline:
+            self.pipeline = Pipeline(self.store)
+            self.pipeline.start(self.settings.pipeline_poll_seconds)
+        self.writer = LogWriter(log, self.settings.max_pending_messages, self._on_commit)
         self.writer.start()
         workspaces = Workspaces(self.store)
         self.collect = CollectApp(
@@ -85,9 +91,17 @@ class PlaitApp:
             self.store, log, self.writer, workspaces
         )  # fmt: skip
 
+    def _on_commit(self, rows: int, inserted: int) -> None:
+        record_commit(rows, inserted)
+        if self.pipeline is not None and inserted:
+            self.pipeline.notify()
+
     async def shutdown(self) -> None:
         if self.writer is not None:
             await self.writer.stop()
+        if self.pipeline is not None:
+            await run_in_threadpool(self.pipeline.stop)
+            self.pipeline = None
 
     async def __call__(self, scope, receive, send) -> None:
         kind = scope["type"]

@@ -43,6 +43,8 @@ def resolve(batch: Batch) -> None:
                 wanted += [("user_id", value), ("anonymous_id", value)]
     graph = graph_store.load(batch.conn, batch.workspace_id, wanted)
     resolver = Resolver(graph, rules)
+    # An unmerge resolves a profile's messages again with only the identifiers it had.
+    only = batch.context.get("only_identifiers")
     for item in batch.items:
         ids = item.identifiers
         previous = previous_ids.get(item.record.offset)
@@ -51,6 +53,8 @@ def resolve(batch: Batch) -> None:
                 dict.fromkeys([*ids, resolver.classify_previous_id(previous)]),
                 key=lambda ident: rules.rank(ident[0]),
             )
+        if only is not None:
+            ids = [ident for ident in ids if ident in only]
         record = item.record
         item.profile_id = resolver.resolve(ids, record.offset, record.message_id, item.timestamp_ms)
     graph_store.save(batch.conn, graph, resolver.changes)

@@ -98,6 +98,15 @@ class LogBackend:
         with self.store.engine.connect() as own:
             return [LogRecord(*row) for row in own.execute(query)]
 
+    def read_offsets(self, offsets: list[int], conn: sa.Connection) -> list[LogRecord]:
+        """The records at these offsets, in offset order."""
+        found: list[LogRecord] = []
+        for start in range(0, len(offsets), 500):
+            part = offsets[start : start + 500]
+            query = sa.select(log_messages).where(log_messages.c.log_offset.in_(part))
+            found += [LogRecord(*row) for row in conn.execute(query)]
+        return sorted(found, key=lambda record: record.offset)
+
     def iter_all(self, after: int = 0, chunk: int = 5000) -> Iterator[LogRecord]:
         while records := self.read(after, chunk):
             yield from records

@@ -1,0 +1,177 @@
+"""Operations on derived state: rebuild a workspace from its log, and unmerge a profile.
+
+Both reuse the pipeline's stages, so what they compute is what the pipeline would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+import sqlalchemy as sa
+
+from plait.identity.explain import find_profile
+from plait.identity.identifiers import Identifier, normalize
+from plait.log import backend_for
+from plait.log.processing import Batch, Item
+from plait.pipeline.runner import STAGES, Pipeline, consumer_name, load_rules
+from plait.store import Store
+from plait.store.db import now_ms
+from plait.store.schema import (
+    account_members,
+    checkpoints,
+    identifiers,
+    identity_edges,
+    identity_removals,
+    lineage,
+    message_profiles,
+    profiles,
+    trait_history,
+    traits,
+)
+
+
+def reset(conn: sa.Connection, workspace_id: str) -> None:
+    """Delete everything the pipeline derived for a workspace and rewind its checkpoint.
+    Kept: the configuration, operator removals and the unmerges in the lineage."""
+    ids = sa.select(profiles.c.id).where(profiles.c.workspace_id == workspace_id)
+    for table in (traits, trait_history, account_members):
+        conn.execute(table.delete().where(table.c.profile_id.in_(ids)))
+    for table in (identifiers, identity_edges, message_profiles):
+        conn.execute(table.delete().where(table.c.workspace_id == workspace_id))
+    conn.execute(
+        lineage.delete().where(lineage.c.workspace_id == workspace_id, lineage.c.kind == "merge")
+    )
+    conn.execute(profiles.delete().where(profiles.c.workspace_id == workspace_id))
+    conn.execute(checkpoints.delete().where(checkpoints.c.consumer == consumer_name(workspace_id)))
+
+
+def rebuild(store: Store, workspace_id: str, progress=None) -> int:
+    """Recompute the identity graph and profiles from the whole log; returns the number of
+    messages processed. On the same log the result equals the incremental state."""
+    with store.write() as conn:
+        reset(conn, workspace_id)
+    pipeline = Pipeline(store)
+    total = 0
+    while (count := pipeline.run_batch(workspace_id)) > 0:
+        total += count
+        if progress is not None:
+            progress(count)
+    return total
+
+
+@dataclass
+class UnmergeResult:
+    profile_id: str
+    profiles: list[str]  # the profiles the messages now belong to, the original first
+    messages: int
+
+
+def unmerge(
+    store: Store,
+    workspace_id: str,
+    profile_ref: str,
+    identifier: str,
+    linked_to: str | None = None,
+    reason: str = "",
+) -> UnmergeResult:
+    """Remove an identifier (``type:value``), or with ``linked_to`` only the link between
+    two, from a profile; its messages are resolved again without it, so the profile splits
+    into the components that remain, with their traits, events and memberships.
+
+    The removal is a rule from then on: a removed identifier never becomes an identifier
+    again, and two identifiers whose link was removed are never joined again. Identifiers
+    the profile's messages carried but that belong to other profiles (dropped by merge
+    protection) stay dropped."""
+    with store.write() as conn:
+        rules = load_rules(conn, workspace_id)
+        profile_id = find_profile(conn, workspace_id, profile_ref, rules)
+        removed = _identifier(identifier, rules)
+        other = _identifier(linked_to, rules) if linked_to else None
+        own = set(
+            conn.execute(
+                sa.select(identifiers.c.type, identifiers.c.value).where(
+                    identifiers.c.profile_id == profile_id
+                )
+            ).tuples()
+        )
+        for ident in (removed, other):
+            if ident is not None and ident not in own:
+                raise ValueError(f"{ident[0]}:{ident[1]} is not an identifier of {profile_id}")
+        conn.execute(
+            identity_removals.insert().values(
+                workspace_id=workspace_id,
+                a_type=removed[0],
+                a_value=removed[1],
+                b_type=other[0] if other else None,
+                b_value=other[1] if other else None,
+                reason=reason,
+                created_at=now_ms(),
+            )  # fmt: skip
+        )
+        offsets = list(
+            conn.scalars(
+                sa.select(message_profiles.c.log_offset)
+                .where(message_profiles.c.profile_id == profile_id)
+                .order_by(message_profiles.c.log_offset)
+            )
+        )
+        _forget(conn, profile_id)
+        items = _reprocess(store, conn, workspace_id, offsets, own)
+        parts = list(dict.fromkeys(i.profile_id for i in items if i.profile_id))
+        details = {
+            "removed": {"type": removed[0], "value": removed[1]},
+            **({"linked_to": {"type": other[0], "value": other[1]}} if other else {}),
+            "reason": reason,
+        }
+        conn.execute(
+            lineage.insert(),
+            [
+                {
+                    "workspace_id": workspace_id,
+                    "kind": "unmerge",
+                    "profile_id": profile_id,
+                    "other_id": part,
+                    "log_offset": None,
+                    "message_id": None,
+                    "timestamp": now_ms(),
+                    "details": orjson.dumps(details).decode(),
+                }
+                for part in parts
+            ],  # fmt: skip
+        )
+    return UnmergeResult(profile_id, parts, len(items))
+
+
+def _identifier(text: str, rules) -> Identifier:
+    type_name, sep, value = text.partition(":")
+    if not sep or not value:
+        raise ValueError(f"{text!r}: write an identifier as type:value, e.g. email:jo@x.com")
+    return type_name, normalize(type_name, value, rules) or value
+
+
+def _forget(conn: sa.Connection, profile_id: str) -> None:
+    """Delete what the pipeline derived for a profile (and the ids merged into it)."""
+    ids = [profile_id] + list(
+        conn.scalars(sa.select(profiles.c.id).where(profiles.c.merged_into == profile_id))
+    )
+    for table in (traits, trait_history, account_members, identifiers, identity_edges):
+        conn.execute(table.delete().where(table.c.profile_id.in_(ids)))
+    conn.execute(message_profiles.delete().where(message_profiles.c.profile_id == profile_id))
+    conn.execute(
+        lineage.delete().where(
+            lineage.c.kind == "merge",
+            sa.or_(lineage.c.profile_id.in_(ids), lineage.c.other_id.in_(ids)),
+        )
+    )
+    conn.execute(profiles.delete().where(profiles.c.id.in_(ids)))
+
+
+def _reprocess(store: Store, conn: sa.Connection, workspace_id: str, offsets, own) -> list[Item]:
+    items = [Item(record) for record in backend_for(store).read_offsets(offsets, conn)]
+    if items:
+        context = {"rules": load_rules(conn, workspace_id), "only_identifiers": own}
+        batch = Batch(workspace_id, items, conn, context)
+        for stage in STAGES:
+            stage(batch)
+    return items
