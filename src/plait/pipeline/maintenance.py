@@ -88,13 +88,10 @@ def unmerge(
         profile_id = find_profile(conn, workspace_id, profile_ref, rules)
         removed = _identifier(identifier, rules)
         other = _identifier(linked_to, rules) if linked_to else None
-        own = set(
-            conn.execute(
-                sa.select(identifiers.c.type, identifiers.c.value).where(
-                    identifiers.c.profile_id == profile_id
-                )
-            ).tuples()
+        query = sa.select(identifiers.c.type, identifiers.c.value).where(
+            identifiers.c.profile_id == profile_id
         )
+        own = {(type_name, value) for type_name, value in conn.execute(query)}
         for ident in (removed, other):
             if ident is not None and ident not in own:
                 raise ValueError(f"{ident[0]}:{ident[1]} is not an identifier of {profile_id}")
