@@ -87,3 +87,45 @@ def test_apply_is_idempotent_and_export_round_trips(plait, tmp_path):
     bad.write_text("sources: [\n")
     result = plait("apply", str(bad), ok=False)
     assert result.exit_code == 1 and "yaml" in result.output
+
+
+def test_identity_rules_in_the_workspace_file(plait, store, tmp_path):
+    spec = tmp_path / "acme.yaml"
+    spec.write_text(
+        "workspace: {slug: acme, name: Acme}\n"
+        "identity:\n"
+        "  identifiers: {anonymous_id: {limit: 3, window: weekly},"
+        " crm_id: {limit: 1, paths: [traits.crm_id]}}\n"
+        "  priority: [user_id, crm_id, email]\n"
+    )
+    assert "identity" in plait("apply", str(spec)).output
+    assert "No changes." in plait("apply", str(spec)).output
+    exported = plait("export", "-w", "acme").output
+    assert "window: weekly" in exported and "crm_id" in exported
+    (tmp_path / "again.yaml").write_text(exported)
+    assert "No changes." in plait("apply", str(tmp_path / "again.yaml")).output
+    spec.write_text("workspace: {slug: acme}\nidentity: {identifiers: {email: {limit: 0}}}\n")
+    result = plait("apply", str(spec), ok=False)
+    assert result.exit_code == 1 and "identity.identifiers.email.limit" in result.output
+
+
+def test_worker_rebuild_explain_and_unmerge_through_the_cli(plait, store):
+    from log_messages import append
+
+    plait("workspace-create", "acme")
+    ws = Workspaces(store).get_workspace("acme")["id"]
+    append(store, ws, [
+        {"type": "identify", "anonymousId": "pc", "userId": "ann", "traits": {"name": "Ann"}},
+        {"type": "identify", "anonymousId": "pc", "traits": {"email": "bob@x.com"}},
+    ])  # fmt: skip
+    assert "processed 2 messages" in plait("worker", "--once").output
+    out = plait("profiles", "explain", "user_id:ann", "-w", "acme").output
+    assert "email:bob@x.com" in out and "anonymous_id:pc" in out
+    out = plait("profiles", "unmerge", "user_id:ann", "-i", "anonymous_id:pc", "-w", "acme",
+                "--reason", "shared pc").output  # fmt: skip
+    assert "2 messages resolved again into" in out
+    out = plait("profiles", "explain", "email:bob@x.com", "-w", "acme", "--json").output
+    assert '"user_id"' not in out and "shared pc" in out
+    assert "rebuilt from 2 messages" in plait("rebuild", "-w", "acme", "--yes").output
+    missing = plait("profiles", "explain", "email:nobody@x.com", "-w", "acme", ok=False)
+    assert missing.exit_code == 1 and "no profile" in missing.output

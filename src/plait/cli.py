@@ -544,3 +544,134 @@ def import_command(
         console.print(f"Rejected rows are in {result.rejected_path}")
     if result.rejected and not result.accepted:
         fail("every row was rejected")
+
+
+# Pipeline and profiles ------------------------------------------------------------------
+
+profiles_app = typer.Typer(help="Profiles: explain and unmerge.", no_args_is_help=True)
+app.add_typer(profiles_app, name="profiles")
+
+
+@app.command("worker")
+def worker_command(
+    once: bool = typer.Option(False, "--once", help="Catch up, then exit."),
+    interval: float = typer.Option(
+        None, min=0.01, help="Seconds between log polls (PLAIT_PIPELINE_POLL_SECONDS)."
+    ),
+):
+    """Run the pipeline (identity, profiles) in this process. Several workers may run at
+    once: each workspace is processed by one of them at a time."""
+    from plait.observability import configure_logging
+    from plait.pipeline.runner import Pipeline
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    pipeline = Pipeline(open_configured_store())
+    if once:
+        console.print(f"processed {pipeline.catch_up():,} messages")
+        return
+    console.print("Pipeline worker running (Ctrl-C stops it)")
+    try:
+        pipeline.run_forever(interval or settings.pipeline_poll_seconds)
+    except KeyboardInterrupt:
+        console.print("stopped")
+
+
+@app.command("rebuild")
+def rebuild_command(
+    workspace: str = WorkspaceOpt,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+):
+    """Recompute the identity graph and profiles from the whole log (after a rule change).
+    Operator unmerges are kept and applied again."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from plait.log import backend_for
+    from plait.pipeline.maintenance import rebuild
+
+    repo, ws_id = _repo_and_workspace(workspace)
+    total = backend_for(repo.store).count(ws_id)
+    if not yes:
+        typer.confirm(
+            f"Recompute every profile of {workspace} from {total:,} messages?", abort=True
+        )
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err) as bar:
+        task = bar.add_task("rebuilding", total=total)
+        processed = rebuild(repo.store, ws_id, progress=lambda n: bar.advance(task, n))
+    console.print(f"rebuilt from {processed:,} messages")
+
+
+def _print_json(data) -> None:
+    import orjson
+    from rich.json import JSON
+
+    console.print(JSON(orjson.dumps(data).decode()))
+
+
+@profiles_app.command("explain")
+def profiles_explain(
+    ref: str = typer.Argument(..., help="A profile id, or type:value such as email:jo@x.com"),
+    workspace: str = WorkspaceOpt,
+    as_json: bool = typer.Option(False, "--json", help="The explanation as JSON."),
+):
+    """Why a profile is one person: identifiers, the edges (and the messages that made
+    them), merges and unmerges."""
+    from plait.identity.explain import ProfileNotFound, explain, find_profile
+    from plait.pipeline.runner import load_rules
+
+    repo, ws_id = _repo_and_workspace(workspace)
+    try:
+        with repo.store.engine.connect() as conn:
+            profile_id = find_profile(conn, ws_id, ref, load_rules(conn, ws_id))
+            why = explain(conn, ws_id, profile_id)
+    except ProfileNotFound as exc:
+        fail(str(exc))
+    if as_json:
+        _print_json(why)
+        return
+    console.print(f"[bold]{profile_id}[/]" + (f"  (merged: {', '.join(why['merged_ids'])})"
+                                             if why["merged_ids"] else ""))  # fmt: skip
+    table = Table("identifier", "first seen in message", "offset")
+    for ident in why["identifiers"]:
+        table.add_row(f"{ident['type']}:{ident['value']}", ident["message_id"],
+                      str(ident["log_offset"]))  # fmt: skip
+    console.print(table)
+    edges = Table("linked", "to", "by message", "offset")
+    for edge in why["edges"]:
+        edges.add_row(f"{edge['from']['type']}:{edge['from']['value']}",
+                      f"{edge['to']['type']}:{edge['to']['value']}", edge["message_id"],
+                      str(edge["log_offset"]))  # fmt: skip
+    console.print(edges)
+    for item in why["lineage"]:
+        if item["kind"] == "merge":
+            console.print(f"merged {item['other_id']} into {item['profile_id']} by message "
+                          f"{item['message_id']} (offset {item['log_offset']})")  # fmt: skip
+        else:
+            removed, why = item["removed"], item.get("reason") or "-"
+            console.print(f"unmerged {item['profile_id']} -> {item['other_id']}: removed "
+                          f"{removed['type']}:{removed['value']} ({why})")  # fmt: skip
+
+
+@profiles_app.command("unmerge")
+def profiles_unmerge(
+    ref: str = typer.Argument(..., help="The profile: an id or type:value"),
+    identifier: str = typer.Option(..., "--identifier", "-i", help="type:value to remove"),
+    linked_to: str = typer.Option(
+        None, "--linked-to", help="Remove only the link between --identifier and this one."
+    ),
+    reason: str = typer.Option("", help="Why (kept in the lineage)."),
+    workspace: str = WorkspaceOpt,
+):
+    """Remove an identifier (a shared family computer) or a link from a profile: it splits
+    into the components that remain, and the removal holds for future messages."""
+    from plait.identity.explain import ProfileNotFound
+    from plait.pipeline.maintenance import unmerge
+
+    repo, ws_id = _repo_and_workspace(workspace)
+    try:
+        result = unmerge(repo.store, ws_id, ref, identifier, linked_to, reason)
+    except (ProfileNotFound, ValueError) as exc:
+        fail(str(exc))
+    console.print(f"{result.profile_id}: {result.messages} messages resolved again into "
+                  f"{', '.join(result.profiles) or 'no profile'}")  # fmt: skip

@@ -3,6 +3,8 @@
     workspace: {slug: acme, name: Acme Inc.}
     sources:
       - {name: Website, type: javascript, enabled: true}
+    identity:                     # identity resolution rules (plait.identity.rules)
+      identifiers: {anonymous_id: {limit: 5, window: weekly}}
 
 Sources are matched by name. A new source gets a write key, returned once by ``apply``;
 keys are secrets and never appear in the file. Sources missing from the file are left as
@@ -17,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from plait.identity.rules import RulesError, default_rules, from_dict
 from plait.store.workspaces import Invalid, NotFound, Workspaces
 
 
@@ -42,6 +45,11 @@ def parse(text: str) -> dict[str, Any]:
         raise Invalid("workspace", "the file needs a workspace: {slug, name} mapping")
     if not isinstance(doc.get("sources", []), list):
         raise Invalid("sources", "must be a list")
+    if "identity" in doc:
+        try:
+            from_dict(doc["identity"])
+        except RulesError as exc:
+            raise Invalid(exc.field, exc.reason) from None
     return doc
 
 
@@ -74,6 +82,12 @@ def apply(repo: Workspaces, doc: dict[str, Any], prune: bool = False) -> ApplyRe
         elif any(existing[name][k] != v for k, v in wanted.items()):
             repo.update_source(workspace["id"], name, **wanted)
             result.updated.append(name)
+    if "identity" in doc:
+        # Stored in the normalized form, so an unchanged section is no change.
+        rules = from_dict(doc["identity"]).to_dict()
+        if rules != (repo.get_setting(workspace["id"], "identity") or default_rules().to_dict()):
+            repo.put_setting(workspace["id"], "identity", rules)
+            result.updated.append("identity")
     if prune:
         for name, source in existing.items():
             if name not in listed and source["enabled"]:
@@ -90,5 +104,6 @@ def export(repo: Workspaces, workspace_ref: str) -> str:
             {"name": s["name"], "type": s["type"], "enabled": bool(s["enabled"])}
             for s in repo.list_sources(workspace["id"])
         ],
+        "identity": repo.get_setting(workspace["id"], "identity") or default_rules().to_dict(),
     }
     return yaml.safe_dump(doc, sort_keys=False)

@@ -70,6 +70,7 @@ def _row(row) -> dict:
 
 class Workspaces:
     def __init__(self, store: Store):
+        self.store = store
         self.engine = store.engine
 
     # Workspaces ------------------------------------------------------------------------
