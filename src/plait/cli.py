@@ -563,9 +563,11 @@ def worker_command(
     once: each workspace is processed by one of them at a time."""
     from plait.observability import configure_logging
     from plait.pipeline.runner import Pipeline
+    from plait.runtime import tune_gc
 
     settings = get_settings()
     configure_logging(settings.log_level)
+    tune_gc()
     pipeline = Pipeline(open_configured_store())
     if once:
         console.print(f"processed {pipeline.catch_up():,} messages")

@@ -9,10 +9,20 @@ import sqlalchemy as sa
 
 from plait.identity.identifiers import Identifier
 from plait.identity.resolver import Changes, Graph, Profile
+from plait.store.bulk import insert_rows, update_many
 from plait.store.schema import identifiers, identity_edges, identity_removals, lineage, profiles
 
-# Bound parameters per IN list: SQLite before 3.32 allowed only 999 in a statement.
-CHUNK = 400
+IDENTIFIER_COLUMNS = (
+    "workspace_id", "type", "value", "profile_id", "first_seen", "last_seen", "log_offset",
+    "message_id",
+)  # fmt: skip
+EDGE_COLUMNS = (
+    "workspace_id", "a_type", "a_value", "b_type", "b_value", "profile_id", "log_offset",
+    "message_id", "timestamp",
+)  # fmt: skip
+# Values per IN list (a pair takes two parameters): SQLite allows 32,766 parameters per
+# statement since 3.32, PostgreSQL 65,535.
+CHUNK = 4000
 
 
 def chunks(items: list, size: int = CHUNK) -> Iterable[list]:
@@ -96,17 +106,11 @@ def save(conn: sa.Connection, graph: Graph, changes: Changes, kind: str = "user"
                 for p in changes.new_profiles
             ],  # fmt: skip
         )
-    for merge in changes.merges:
-        survivor = final(merge.survivor)
-        for table in (identifiers, identity_edges):
-            conn.execute(
-                table.update().where(table.c.profile_id == merge.merged).values(profile_id=survivor)
-            )
-        conn.execute(
-            profiles.update()
-            .where(sa.or_(profiles.c.id == merge.merged, profiles.c.merged_into == merge.merged))
-            .values(merged_into=survivor)
-        )
+    moves = [(final(m.survivor), m.merged) for m in changes.merges]
+    for table in (identifiers, identity_edges):
+        update_many(conn, table, "profile_id", "profile_id", moves)
+    update_many(conn, profiles, "merged_into", "id", moves)
+    update_many(conn, profiles, "merged_into", "merged_into", moves)  # one hop, always
     if changes.merges:
         conn.execute(
             lineage.insert(),
@@ -130,20 +134,8 @@ def save(conn: sa.Connection, graph: Graph, changes: Changes, kind: str = "user"
     for ident, _pid, ts, offset, message_id in changes.new_identifiers:
         owner = graph.owner[ident]
         last_seen = graph.profiles[owner].identifiers[ident]
-        new_rows.append(
-            {
-                "workspace_id": ws,
-                "type": ident[0],
-                "value": ident[1],
-                "profile_id": owner,
-                "first_seen": ts,
-                "last_seen": last_seen,
-                "log_offset": offset,
-                "message_id": message_id,
-            }  # fmt: skip
-        )
-    if new_rows:
-        conn.execute(identifiers.insert(), new_rows)
+        new_rows.append((ws, ident[0], ident[1], owner, ts, last_seen, offset, message_id))
+    insert_rows(conn, identifiers, IDENTIFIER_COLUMNS, new_rows)
     new_idents = {row[0] for row in changes.new_identifiers}
     updates = [
         {"w": ws, "t": ident[0], "v": ident[1], "seen": ts}
@@ -161,21 +153,8 @@ def save(conn: sa.Connection, graph: Graph, changes: Changes, kind: str = "user"
             .values(last_seen=sa.bindparam("seen")),
             updates,
         )
-    if changes.new_edges:
-        conn.execute(
-            identity_edges.insert(),
-            [
-                {
-                    "workspace_id": ws,
-                    "a_type": a[0],
-                    "a_value": a[1],
-                    "b_type": b[0],
-                    "b_value": b[1],
-                    "profile_id": final(pid),
-                    "log_offset": offset,
-                    "message_id": message_id,
-                    "timestamp": ts,
-                }
-                for a, b, pid, offset, message_id, ts in changes.new_edges
-            ],  # fmt: skip
-        )
+    insert_rows(
+        conn, identity_edges, EDGE_COLUMNS,
+        [(ws, a[0], a[1], b[0], b[1], final(pid), offset, message_id, ts)
+         for a, b, pid, offset, message_id, ts in changes.new_edges],
+    )  # fmt: skip

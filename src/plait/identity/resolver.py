@@ -121,6 +121,12 @@ class Resolver:
         ids = [i for i in identifiers if i not in graph.removed_identifiers]
         if not ids:
             return None
+        known = [graph.owner.get(i) for i in ids]
+        if known[0] is not None and known.count(known[0]) == len(known):
+            # The common case: a known person's known identifiers. Nothing can break a limit.
+            profile = graph.profiles[known[0]]
+            self._attach(profile, ids, offset, message_id, timestamp_ms)
+            return profile.id
         while True:
             owners = sorted(
                 {graph.owner[i] for i in ids if i in graph.owner},

@@ -67,18 +67,27 @@ class Rules:
     default_region: str = "US"
 
     ranks: dict[str, int] = field(init=False, repr=False, compare=False)
+    blocked_cache: dict[str, bool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ranks", {name: i for i, name in enumerate(self.priority)})
+        object.__setattr__(self, "blocked_cache", {})
 
     def rank(self, type_name: str) -> int:
         """0 is the highest priority."""
         return self.ranks.get(type_name, len(self.priority))
 
     def is_blocked(self, value: str) -> bool:
-        return value.lower() in self.blocked_values or any(
-            p.search(value) for p in self.blocked_patterns
-        )
+        # Cached: a person's ids recur in every message, and the patterns are regexes.
+        cache = self.blocked_cache
+        found = cache.get(value)
+        if found is None:
+            if len(cache) >= 100_000:
+                cache.clear()
+            found = cache[value] = value.lower() in self.blocked_values or any(
+                p.search(value) for p in self.blocked_patterns
+            )
+        return found
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML/JSON form; ``from_dict(to_dict())`` gives the same rules."""

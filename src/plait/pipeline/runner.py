@@ -46,13 +46,17 @@ def _lock_key(workspace_id: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def load_rules(conn: sa.Connection, workspace_id: str) -> Rules:
-    value = conn.execute(
+def _rules_text(conn: sa.Connection, workspace_id: str) -> str | None:
+    return conn.execute(
         sa.select(workspace_settings.c.value).where(
             workspace_settings.c.workspace_id == workspace_id,
             workspace_settings.c.key == "identity",
         )
     ).scalar()
+
+
+def load_rules(conn: sa.Connection, workspace_id: str) -> Rules:
+    value = _rules_text(conn, workspace_id)
     return from_dict(orjson.loads(value) if value else None)
 
 
@@ -67,6 +71,7 @@ class Pipeline:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._rules_cache: dict[str, tuple[str | None, Rules]] = {}
 
     # One batch ----------------------------------------------------------------------
 
@@ -74,7 +79,7 @@ class Pipeline:
         """Process the next batch of a workspace; returns how many log records it covered
         (0 when caught up, or when another worker holds the workspace)."""
         started = time.perf_counter()
-        with self.store.write() as conn:
+        with self.store.write(derived=True) as conn:
             if self.store.kind == "postgresql":
                 locked = conn.execute(
                     sa.select(sa.func.pg_try_advisory_xact_lock(_lock_key(workspace_id)))
@@ -104,10 +109,21 @@ class Pipeline:
         items = [Item(record) for record in records if record.offset not in done]
         if not items:
             return 0
-        batch = Batch(workspace_id, items, conn, {"rules": load_rules(conn, workspace_id)})
+        batch = Batch(workspace_id, items, conn, {"rules": self._rules(conn, workspace_id)})
         for stage in self.stages:
             stage(batch)
         return len(batch.context.get("merges", ()))
+
+    def _rules(self, conn: sa.Connection, workspace_id: str) -> Rules:
+        """The workspace's rules, parsed again only when they change (they keep caches)."""
+        text = _rules_text(conn, workspace_id)
+        cached = self._rules_cache.get(workspace_id)
+        if cached is None or cached[0] != text:
+            cached = self._rules_cache[workspace_id] = (
+                text,
+                from_dict(orjson.loads(text) if text else None),
+            )
+        return cached[1]
 
     def _run_batch_isolating_failures(self, workspace_id: str) -> int:
         """A batch that fails is retried in halves down to the one message that fails:

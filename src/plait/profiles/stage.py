@@ -17,33 +17,28 @@ import sqlalchemy as sa
 from plait.identity.graph_store import chunks
 from plait.identity.resolver import Graph, Merge
 from plait.log.processing import Batch, Item
+from plait.store.bulk import insert_rows, update_many
 from plait.store.schema import account_members, message_profiles, trait_history, traits
 from plait.store.upsert import upsert
 
 # key -> (value as JSON, timestamp ms, log offset, source id, message id)
 TraitState = dict[str, tuple[str, int, int, str, str]]
+HISTORY_COLUMNS = (
+    "profile_id", "key", "value", "timestamp", "log_offset", "source_id", "message_id",
+)  # fmt: skip
 
 
 def update_profiles(batch: Batch) -> None:
     conn = batch.conn
     graph: Graph = batch.context["graph"]
     merges: list[Merge] = batch.context["merges"]
-    conn.execute(
-        message_profiles.insert(),
-        [
-            {
-                "log_offset": item.record.offset,
-                "workspace_id": batch.workspace_id,
-                "profile_id": item.profile_id,
-                "timestamp": item.timestamp_ms,
-                "type": item.record.type,
-                "event": _event_name(item),
-            }
-            for item in batch.items
-        ],  # fmt: skip
-    )
-    for merge in merges:
-        _move_rows(conn, merge.merged, graph.resolve_id(merge.survivor))
+    insert_rows(
+        conn, message_profiles,
+        ("log_offset", "workspace_id", "profile_id", "timestamp", "type", "event"),
+        [(item.record.offset, batch.workspace_id, item.profile_id, item.timestamp_ms,
+          item.record.type, _event_name(item)) for item in batch.items],
+    )  # fmt: skip
+    _move_rows(conn, [(graph.resolve_id(m.survivor), m.merged) for m in merges])
     _update_traits(batch, graph, merges)
     members = [
         {"account_id": item.account_id, "profile_id": item.profile_id,
@@ -60,17 +55,20 @@ def _event_name(item: Item) -> str | None:
     return name[:200] if isinstance(name, str) else None
 
 
-def _move_rows(conn: sa.Connection, merged: str, survivor: str) -> None:
-    """A merged-away profile's events, history and memberships become the survivor's."""
+def _move_rows(conn: sa.Connection, moves: list[tuple[str, str]]) -> None:
+    """Merged-away profiles' events, history and memberships become their survivors'
+    (``moves``: (survivor, merged) pairs)."""
     for table in (message_profiles, trait_history):
-        conn.execute(table.update().where(table.c.profile_id == merged).values(profile_id=survivor))
-    rows = conn.execute(
-        sa.select(account_members).where(account_members.c.profile_id == merged)
-    ).mappings()
-    moved = [{**row, "profile_id": survivor} for row in rows]
-    conn.execute(account_members.delete().where(account_members.c.profile_id == merged))
-    if moved:
-        _add_members(conn, moved)
+        update_many(conn, table, "profile_id", "profile_id", moves)
+    survivor_of = {merged: survivor for survivor, merged in moves}
+    for part in chunks(list(survivor_of)):
+        rows = conn.execute(
+            sa.select(account_members).where(account_members.c.profile_id.in_(part))
+        ).mappings()
+        moved = [{**row, "profile_id": survivor_of[row["profile_id"]]} for row in rows]
+        if moved:
+            conn.execute(account_members.delete().where(account_members.c.profile_id.in_(part)))
+            _add_members(conn, moved)
 
 
 def _add_members(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
@@ -110,17 +108,7 @@ def _update_traits(batch: Batch, graph: Graph, merges: list[Merge]) -> None:
         for key, value in values.items():
             encoded = orjson.dumps(value).decode()
             entry = (encoded, item.timestamp_ms, record.offset, record.source_id, record.message_id)
-            history.append(
-                {
-                    "profile_id": pid,
-                    "key": key[:200],
-                    "value": encoded,
-                    "timestamp": item.timestamp_ms,
-                    "log_offset": record.offset,
-                    "source_id": record.source_id,
-                    "message_id": record.message_id,
-                }  # fmt: skip
-            )
+            history.append((pid, key[:200], *entry))
             if _set(current, key[:200], entry):
                 changed.setdefault(pid, set()).add(key[:200])
     if merged_ids:
@@ -134,8 +122,7 @@ def _update_traits(batch: Batch, graph: Graph, merges: list[Merge]) -> None:
         for key in keys
     ]  # fmt: skip
     upsert(conn, traits, rows, ["profile_id", "key"])
-    if history:
-        conn.execute(trait_history.insert(), history)
+    insert_rows(conn, trait_history, HISTORY_COLUMNS, history)
 
 
 def _identify_traits(msg: dict[str, Any]) -> dict[str, Any] | None:

@@ -32,6 +32,7 @@ class Store:
         # How long the SQLite log remembers a messageId (plait.log.dedup); PostgreSQL's
         # unique index remembers it for good.
         self.dedup_window_seconds = dedup_window_seconds
+        self.sqlite_synchronous = sqlite_synchronous
         parsed = make_url(url)
         self.kind = parsed.get_backend_name()
         if self.kind == "postgresql" and parsed.drivername == "postgresql":
@@ -60,22 +61,32 @@ class Store:
             command.upgrade(config, "head")
 
     @contextmanager
-    def write(self) -> Iterator[sa.Connection]:
+    def write(self, derived: bool = False) -> Iterator[sa.Connection]:
         """A transaction that holds the write lock from its first statement on SQLite
         (BEGIN IMMEDIATE): a deferred one that reads first fails with SQLITE_BUSY once the
-        log writer commits in between, which it does every few milliseconds."""
+        log writer commits in between, which it does every few milliseconds.
+
+        ``derived``: the transaction writes only state derived from the log together with
+        its checkpoint, so on SQLite it commits without an fsync (synchronous=NORMAL): a
+        power cut can undo it, checkpoint included, and the pipeline then redoes it."""
         if self.kind != "sqlite":
             with self.engine.begin() as conn:
                 yield conn
             return
         with self.engine.connect() as conn:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if derived:
+                conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
             try:
-                yield conn
-            except BaseException:
-                conn.rollback()
-                raise
-            conn.commit()
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.rollback()
+                    raise
+                conn.commit()
+            finally:
+                if derived:
+                    conn.exec_driver_sql(f"PRAGMA synchronous={self.sqlite_synchronous}")
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
