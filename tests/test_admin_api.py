@@ -8,6 +8,7 @@ import orjson
 import pytest
 import yaml
 
+from plait.identity.rules import default_rules
 from plait.log import backend_for
 
 http = httpx.Client(timeout=30.0)
@@ -309,6 +310,7 @@ def test_config_export_and_apply(server):
     assert doc == {
         "workspace": {"slug": "acme", "name": "Acme"},
         "sources": [{"name": "Website", "type": "javascript", "enabled": True}],
+        "identity": default_rules().to_dict(),
     }
 
     doc["sources"].append({"name": "Server", "type": "python"})

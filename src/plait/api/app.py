@@ -11,13 +11,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from plait.api import admin
+from plait.api import admin, identity_api, profile_api
 from plait.collect.bodies import BodyError, read_body
 from plait.collect.http import CollectApp
 from plait.collect.keys import WriteKeyCache
 from plait.log import LogWriter, backend_for
 from plait.observability import LOG_LAST_OFFSET, LOG_PENDING, exposition, record_commit
 from plait.pipeline.runner import Pipeline
+from plait.runtime import tune_gc
 from plait.settings import Settings, get_settings
 from plait.store import Store, open_store
 from plait.store.workspaces import Workspaces
@@ -46,9 +47,10 @@ async def metrics(request: Request) -> Response:
 
 
 class PlaitApp:
-    """The ASGI entry point. /v1/* goes straight to the collection app (the hot path);
-    everything else to Starlette. Lifespan opens the store, starts the log writer and,
-    unless PLAIT_PIPELINE=false, the pipeline in a thread (woken by every commit)."""
+    """The ASGI entry point. /v1/* goes straight to the collection app (the hot path),
+    but for /v1/spaces/* (the Profile API); everything else to Starlette. Lifespan opens
+    the store, starts the log writer and, unless PLAIT_PIPELINE=false, the pipeline in a
+    thread (woken by every commit)."""
 
     def __init__(self, settings: Settings, store: Store | None = None):
         self.settings = settings
@@ -61,6 +63,8 @@ class PlaitApp:
                 Route("/ready", ready),
                 Route("/metrics", metrics),
                 *admin.routes,
+                *identity_api.routes,
+                *profile_api.routes,
             ]
         )
         self.collect: CollectApp | None = None
@@ -73,6 +77,7 @@ class PlaitApp:
                 self.settings.sqlite_synchronous,
                 dedup_window_seconds=self.settings.dedup_window_seconds,
             )
+        tune_gc()
         log = backend_for(self.store)
         if self.settings.pipeline:
             self.pipeline = Pipeline(self.store)
@@ -107,7 +112,7 @@ class PlaitApp:
         kind = scope["type"]
         if kind == "http":
             path = scope["path"]
-            if path.startswith("/v1/"):
+            if path.startswith("/v1/") and not path.startswith("/v1/spaces/"):
                 await self.collect(scope, receive, send)
             elif path == "/_bare" and self.settings.bench_bare_endpoint:
                 await _bare(receive, send)
