@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from plait.identity.identifiers import Identifier
 from plait.identity.resolver import Changes, Graph, Profile
-from plait.store.bulk import insert_rows, update_many
+from plait.store.bulk import insert_rows, select_in, update_many
 from plait.store.schema import identifiers, identity_edges, identity_removals, lineage, profiles
 
 IDENTIFIER_COLUMNS = (
@@ -50,42 +50,41 @@ def load(conn: sa.Connection, workspace_id: str, wanted: Iterable[Identifier]) -
     graph = Graph(workspace_id)
     load_removals(conn, graph)
     wanted = list(set(wanted))
-    owners: set[str] = set()
-    key = sa.tuple_(identifiers.c.type, identifiers.c.value)
-    for part in chunks(wanted):
-        query = sa.select(identifiers.c.profile_id).where(
-            identifiers.c.workspace_id == workspace_id, key.in_(part)
-        )
-        owners.update(conn.scalars(query))
-    load_profiles(conn, graph, owners)
+    owners = select_in(
+        conn,
+        "SELECT DISTINCT profile_id FROM identifiers WHERE workspace_id = ? "
+        "AND (type, value) IN (VALUES {keys})",
+        wanted,
+        (workspace_id,),
+    ) if wanted else []  # fmt: skip
+    load_profiles(conn, graph, [pid for (pid,) in owners])
     return graph
 
 
 def load_profiles(conn: sa.Connection, graph: Graph, profile_ids: Iterable[str]) -> None:
     ids = [pid for pid in set(profile_ids) if pid not in graph.profiles]
-    for part in chunks(ids):
-        found = {
-            pid: Profile(pid, first_offset, created_at)
-            for pid, first_offset, created_at in conn.execute(
-                sa.select(profiles.c.id, profiles.c.first_offset, profiles.c.created_at).where(
-                    profiles.c.id.in_(part)
-                )
-            )
-        }
-        query = sa.select(
-            identifiers.c.type, identifiers.c.value, identifiers.c.profile_id,
-            identifiers.c.last_seen,
-        ).where(identifiers.c.profile_id.in_(part))  # fmt: skip
-        for type_name, value, pid, last_seen in conn.execute(query):
-            found[pid].identifiers[(type_name, value)] = last_seen
-        query = sa.select(
-            identity_edges.c.a_type, identity_edges.c.a_value,
-            identity_edges.c.b_type, identity_edges.c.b_value,
-        ).where(identity_edges.c.profile_id.in_(part))  # fmt: skip
-        for a_type, a_value, b_type, b_value in conn.execute(query):
-            graph.edges.add(((a_type, a_value), (b_type, b_value)))
-        for profile in found.values():
-            graph.add_profile(profile)
+    if not ids:
+        return
+    found = {
+        pid: Profile(pid, first_offset, created_at)
+        for pid, first_offset, created_at in select_in(
+            conn, "SELECT id, first_offset, created_at FROM profiles WHERE id IN ({keys})", ids
+        )
+    }
+    for type_name, value, pid, last_seen in select_in(
+        conn,
+        "SELECT type, value, profile_id, last_seen FROM identifiers WHERE profile_id IN ({keys})",
+        ids,
+    ):
+        found[pid].identifiers[(type_name, value)] = last_seen
+    for a_type, a_value, b_type, b_value in select_in(
+        conn,
+        "SELECT a_type, a_value, b_type, b_value FROM identity_edges WHERE profile_id IN ({keys})",
+        ids,
+    ):
+        graph.edges.add(((a_type, a_value), (b_type, b_value)))
+    for profile in found.values():
+        graph.add_profile(profile)
 
 
 def save(conn: sa.Connection, graph: Graph, changes: Changes, kind: str = "user") -> None:

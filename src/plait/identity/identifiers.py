@@ -26,26 +26,37 @@ MAX_VALUE_LENGTH = 256
 
 def extract(msg: dict[str, Any], rules: Rules) -> list[Identifier]:
     """The message's person identifiers, without repeats, highest priority first."""
-    found: list[Identifier] = []
-    add = found.append
+    # Runs for every message the pipeline sees: each (type, raw value) is normalized and
+    # checked against the blocked values once, then remembered on the rules.
+    cache = rules.identifier_cache
+    found: dict[Identifier, None] = {}
     for type_name, value in _candidates(msg, rules):
-        normalized = normalize(type_name, value, rules)
-        if normalized is not None and not rules.is_blocked(normalized):
-            add((type_name, normalized))
-    unique = list(dict.fromkeys(found))
-    unique.sort(key=lambda ident: rules.rank(ident[0]))
-    return unique
+        if value is None:
+            continue
+        key = (type_name, value) if isinstance(value, str) else (type_name, repr(value))
+        ident = cache.get(key, False)
+        if ident is False:
+            if len(cache) >= 200_000:
+                cache.clear()
+            normalized = normalize(type_name, value, rules)
+            blocked = normalized is None or rules.is_blocked(normalized)
+            ident = cache[key] = None if blocked else (type_name, normalized)
+        if ident is not None:
+            found[ident] = None
+    if len(found) < 2:
+        return list(found)
+    rank = rules.rank
+    return sorted(found, key=lambda ident: rank(ident[0]))
 
 
-def _candidates(msg: dict[str, Any], rules: Rules):
-    yield "user_id", msg.get("userId")
-    yield "anonymous_id", msg.get("anonymousId")
+def _candidates(msg: dict[str, Any], rules: Rules) -> list[tuple[str, Any]]:
+    found = [("user_id", msg.get("userId")), ("anonymous_id", msg.get("anonymousId"))]
     context = msg.get("context")
     context = context if isinstance(context, dict) else {}
     for traits in (msg.get("traits"), context.get("traits")):
         if isinstance(traits, dict):
-            yield "email", traits.get("email")
-            yield "phone", traits.get("phone")
+            found.append(("email", traits.get("email")))
+            found.append(("phone", traits.get("phone")))
     external = context.get("externalIds")
     if isinstance(external, list):
         for item in external:
@@ -54,10 +65,11 @@ def _candidates(msg: dict[str, Any], rules: Rules):
                 and item.get("type") in rules.types
                 and item.get("collection", "users") == "users"
             ):
-                yield item["type"], item.get("id")
-    for kind in rules.types.values():
+                found.append((item["type"], item.get("id")))
+    for kind in rules.custom_types:
         for path in kind.paths:
-            yield kind.name, _at(msg, path)
+            found.append((kind.name, _at(msg, path)))
+    return found
 
 
 def _at(msg: dict[str, Any], path: tuple[str, ...]) -> Any:

@@ -68,10 +68,17 @@ class Rules:
 
     ranks: dict[str, int] = field(init=False, repr=False, compare=False)
     blocked_cache: dict[str, bool] = field(init=False, repr=False, compare=False)
+    # (type, raw value) -> identifier or None: see identifiers.extract
+    identifier_cache: dict[tuple[str, str], tuple[str, str] | None] = field(
+        init=False, repr=False, compare=False
+    )
+    custom_types: tuple[IdentifierType, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ranks", {name: i for i, name in enumerate(self.priority)})
         object.__setattr__(self, "blocked_cache", {})
+        object.__setattr__(self, "identifier_cache", {})
+        object.__setattr__(self, "custom_types", tuple(t for t in self.types.values() if t.paths))
 
     def rank(self, type_name: str) -> int:
         """0 is the highest priority."""

@@ -30,3 +30,23 @@ def update_many(
         return
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     conn.exec_driver_sql(f"UPDATE {table.name} SET {column} = {mark} WHERE {key} = {mark}", pairs)
+
+
+def select_in(
+    conn: sa.Connection, sql: str, keys: Sequence, fixed: tuple = (), chunk: int = 4000
+) -> list[tuple]:
+    """Rows of ``sql`` for many keys: its ``{keys}`` is replaced by a list of placeholders
+    (row values for tuple keys), ``?`` marks the ``fixed`` parameters before it. Plain SQL:
+    SQLAlchemy compiled every expanding IN anew (~0.7 ms a statement in the pipeline)."""
+    rows: list[tuple] = []
+    qmark = conn.dialect.paramstyle == "qmark"
+    for start in range(0, len(keys), chunk):
+        part = keys[start : start + chunk]
+        if isinstance(part[0], tuple):
+            one = "(" + ", ".join(["?"] * len(part[0])) + ")"
+            params = [*fixed, *(value for key in part for value in key)]
+        else:
+            one, params = "?", [*fixed, *part]
+        text = sql.replace("{keys}", ", ".join([one] * len(part)))
+        rows += conn.exec_driver_sql(text if qmark else text.replace("?", "%s"), tuple(params))
+    return rows
