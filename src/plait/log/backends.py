@@ -23,6 +23,7 @@ from plait.store.schema import checkpoints, log_messages
 Row = tuple[str, str, str, str, int, str]
 
 _COLUMNS = "workspace_id, source_id, message_id, type, received_at, payload"
+_READ_COLUMNS = f"log_offset, {_COLUMNS}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,19 +85,19 @@ class LogBackend:
         conn: sa.Connection | None = None,
     ) -> list[LogRecord]:
         """Records with offset > ``after``, in offset order (in ``conn``'s transaction
-        when given)."""
-        query = (
-            sa.select(log_messages)
-            .where(log_messages.c.log_offset > after)
-            .order_by(log_messages.c.log_offset)
-            .limit(limit)
+        when given). Plain SQL through the driver: the pipeline reads every row, and
+        SQLAlchemy's row objects cost ~10% of its time."""
+        mark = "?" if self.store.engine.dialect.paramstyle == "qmark" else "%s"
+        where = f"log_offset > {mark}" + (f" AND workspace_id = {mark}" if workspace_id else "")
+        sql = (
+            f"SELECT {_READ_COLUMNS} FROM log_messages WHERE {where} "
+            f"ORDER BY log_offset LIMIT {int(limit)}"
         )
-        if workspace_id is not None:
-            query = query.where(log_messages.c.workspace_id == workspace_id)
+        params = (after, workspace_id) if workspace_id else (after,)
         if conn is not None:
-            return [LogRecord(*row) for row in conn.execute(query)]
+            return [LogRecord(*row) for row in conn.exec_driver_sql(sql, params)]
         with self.store.engine.connect() as own:
-            return [LogRecord(*row) for row in own.execute(query)]
+            return [LogRecord(*row) for row in own.exec_driver_sql(sql, params)]
 
     def read_offsets(self, offsets: list[int], conn: sa.Connection) -> list[LogRecord]:
         """The records at these offsets, in offset order."""

@@ -34,7 +34,7 @@ logger = logging.getLogger("plait.pipeline")
 
 Stage = Callable[[Batch], None]
 STAGES: tuple[Stage, ...] = (normalize, resolve, update_profiles)
-BATCH_SIZE = 2000
+BATCH_SIZE = 5000  # larger batches amortize the commit and the per-batch reads
 
 
 def consumer_name(workspace_id: str) -> str:
