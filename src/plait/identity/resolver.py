@@ -118,7 +118,8 @@ class Resolver:
     ) -> str | None:
         """The profile of a message (None if it carries no usable identifier)."""
         graph = self.graph
-        ids = [i for i in identifiers if i not in graph.removed_identifiers]
+        removed = graph.removed_identifiers
+        ids = [i for i in identifiers if i not in removed] if removed else list(identifiers)
         if not ids:
             return None
         known = [graph.owner.get(i) for i in ids]
@@ -148,22 +149,30 @@ class Resolver:
 
     def _exceeds_a_limit(self, ids: list[Identifier], owners: list[str], ts: int) -> bool:
         """Would joining ``ids`` and the ``owners`` break a limit or an unmerged link?"""
-        types = self.rules.types
+        graph, types = self.graph, self.rules.types
+        profiles = [graph.profiles[pid] for pid in owners]
+        # Only a type that gains values can go over its limit: joining one profile, the
+        # types of the message's new identifiers; merging, any type.
+        gaining = None if len(profiles) > 1 else {i[0] for i in ids if i not in graph.owner}
         values: dict[str, set[str]] = {}
-        union: set[Identifier] = set(ids)
-        for pid in owners:
-            for ident, last_seen in self.graph.profiles[pid].identifiers.items():
-                union.add(ident)
-                kind = types.get(ident[0])
+        for profile in profiles:
+            for ident, last_seen in profile.identifiers.items():
+                type_name = ident[0]
+                if gaining is not None and type_name not in gaining:
+                    continue
+                kind = types.get(type_name)
                 window = kind.window_seconds if kind is not None else None
                 if window is None or last_seen >= ts - window * 1000:
-                    values.setdefault(ident[0], set()).add(ident[1])
+                    values.setdefault(type_name, set()).add(ident[1])
         for type_name, value in ids:
             values.setdefault(type_name, set()).add(value)
         if any(len(found) > types[name].limit for name, found in values.items() if name in types):
             return True
+        if not graph.removed_links:
+            return False
         # An operator split these two: new messages must not join them again.
-        return any(a in union and b in union for a, b in self.graph.removed_links)
+        union = set(ids).union(*(p.identifiers for p in profiles))
+        return any(a in union and b in union for a, b in graph.removed_links)
 
     def _merge(self, survivor: Profile, merged: Profile, ids, offset, message_id, ts) -> None:
         graph = self.graph
@@ -185,9 +194,9 @@ class Resolver:
             elif ts - last_seen >= LAST_SEEN_GRANULARITY_MS:
                 profile.identifiers[ident] = ts
                 changes.last_seen[ident] = ts
-        anchor = ids[0]
+        anchor, edges = ids[0], graph.edges
         for other in ids[1:]:
-            key = edge(anchor, other)
-            if key not in graph.edges:
-                graph.edges.add(key)
+            key = (anchor, other) if anchor <= other else (other, anchor)  # as edge() orders
+            if key not in edges:
+                edges.add(key)
                 changes.new_edges.append((*key, profile.id, offset, message_id, ts))
