@@ -49,14 +49,18 @@ def load(conn: sa.Connection, workspace_id: str, wanted: Iterable[Identifier]) -
     """The profiles owning any of ``wanted``, with all their identifiers and edges."""
     graph = Graph(workspace_id)
     load_removals(conn, graph)
-    wanted = list(set(wanted))
-    owners = select_in(
-        conn,
-        "SELECT DISTINCT profile_id FROM identifiers WHERE workspace_id = ? "
-        "AND (type, value) IN (VALUES {keys})",
-        wanted,
-        (workspace_id,),
-    ) if wanted else []  # fmt: skip
+    by_type: dict[str, list[str]] = {}
+    for type_name, value in set(wanted):
+        by_type.setdefault(type_name, []).append(value)
+    owners = []
+    for type_name, values in by_type.items():  # one index range per type: (ws, type) + value
+        owners += select_in(
+            conn,
+            "SELECT profile_id FROM identifiers WHERE workspace_id = ? AND type = ? "
+            "AND value IN ({keys})",
+            values,
+            (workspace_id, type_name),
+        )
     load_profiles(conn, graph, [pid for (pid,) in owners])
     return graph
 

@@ -113,7 +113,7 @@ profiles = sa.Table(  # people (kind user) and accounts (kind account, from grou
     sa.Column("kind", sa.String(8), nullable=False),
     sa.Column("first_offset", sa.BigInteger, nullable=False),  # the log offset that made it
     sa.Column("created_at", sa.BigInteger, nullable=False),  # event time, ms
-    sa.Column("merged_into", sa.String(40)),  # set once merged away: resolves to that id
+    sa.Column("merged_into", sa.String(40), index=True),  # set once merged away
 )
 
 identifiers = sa.Table(
