@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from plait.collect import querystring
+from plait.collect.fastpath import FastPath
 from plait.log.backends import Row
 from plait.spec import MAX_MESSAGE_BYTES, Enrichment, MessageError, enrich, validate
 
@@ -20,42 +21,61 @@ class Prepared:
     types: Counter = field(default_factory=Counter)
 
 
+def received_us(env: Enrichment) -> int:
+    """The rows' received_at: microseconds since the epoch."""
+    return int(env.received_at.timestamp() * 1_000_000)
+
+
 def prepare(messages: list[Any], msg_type: str | None, env: Enrichment) -> Prepared:
     """Turn a request's messages into log rows; a bad message is rejected with its index,
     the others go on. ``msg_type`` is the endpoint's type, None in a batch."""
     out = Prepared()
-    received_us = int(env.received_at.timestamp() * 1_000_000)
-    # This loop runs once per event on the event loop: names are bound locally.
-    rows, rejected, types, dumps = out.rows, out.rejected, out.types, orjson.dumps
-    workspace_id, source_id = env.workspace_id, env.source_id
+    received = received_us(env)
+    # Once per event on the event loop: plain, valid messages take the fast path (the same
+    # rows in fewer steps), the others validate() and enrich().
+    fast_row = FastPath(env, received).row
+    rows, types = out.rows, out.types
     for index, msg in enumerate(messages):
-        try:
-            if isinstance(msg, dict) and len(dumps(msg)) > MAX_MESSAGE_BYTES:
-                raise MessageError(
-                    "message", f"exceeds {MAX_MESSAGE_BYTES // 1024} KB", "message_too_large"
-                )
-            enrich(validate(msg, msg_type), env)
-            if querystring.applies_to(msg):
-                # Derived calls carry the page's timestamp, already corrected: a batch's
-                # sentAt must not correct it a second time.
-                derived_env = replace(env, sent_at=None) if env.sent_at is not None else env
-                batch = [msg] + [
-                    enrich(validate(derived), derived_env) for derived in querystring.derive(msg)
-                ]
-                payloads = [dumps(item).decode() for item in batch]
-            else:
-                batch, payloads = (msg,), (dumps(msg).decode(),)
-        except MessageError as exc:
-            rejected.append({"index": index, **exc.as_dict()})
-            continue
-        except orjson.JSONEncodeError:  # parsed, but nested deeper than orjson writes (254)
-            rejected.append({"index": index, "code": "invalid_message", "field": "message",
-                             "message": "is nested too deeply"})  # fmt: skip
-            continue
-        for item, payload in zip(batch, payloads, strict=True):
-            item_type = item["type"]
-            rows.append(
-                (workspace_id, source_id, item["messageId"], item_type, received_us, payload)
-            )
-            types[item_type] += 1
+        row = fast_row(msg, msg_type)
+        if row is None:
+            prepare_message(out, index, msg, msg_type, env, received)
+        else:
+            rows.append(row)
+            types[row[3]] += 1
     return out
+
+
+def prepare_message(
+    out: Prepared, index: int, msg: Any, msg_type: str | None, env: Enrichment, received: int
+) -> None:
+    """Add message ``index``'s rows to ``out``, or its rejection."""
+    dumps = orjson.dumps
+    try:
+        if isinstance(msg, dict) and len(dumps(msg)) > MAX_MESSAGE_BYTES:
+            raise MessageError(
+                "message", f"exceeds {MAX_MESSAGE_BYTES // 1024} KB", "message_too_large"
+            )
+        enrich(validate(msg, msg_type), env)
+        if querystring.applies_to(msg):
+            # Derived calls carry the page's timestamp, already corrected: a batch's
+            # sentAt must not correct it a second time.
+            derived_env = replace(env, sent_at=None) if env.sent_at is not None else env
+            batch = [msg] + [
+                enrich(validate(derived), derived_env) for derived in querystring.derive(msg)
+            ]
+            payloads = [dumps(item).decode() for item in batch]
+        else:
+            batch, payloads = (msg,), (dumps(msg).decode(),)
+    except MessageError as exc:
+        out.rejected.append({"index": index, **exc.as_dict()})
+        return
+    except orjson.JSONEncodeError:  # parsed, but nested deeper than orjson writes (254)
+        out.rejected.append({"index": index, "code": "invalid_message", "field": "message",
+                             "message": "is nested too deeply"})  # fmt: skip
+        return
+    for item, payload in zip(batch, payloads, strict=True):
+        item_type = item["type"]
+        out.rows.append(
+            (env.workspace_id, env.source_id, item["messageId"], item_type, received, payload)
+        )
+        out.types[item_type] += 1
