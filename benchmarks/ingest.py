@@ -434,6 +434,9 @@ class Bench:
             PLAIT_BENCH_BARE_ENDPOINT="true",
             PLAIT_LOG_LEVEL="WARNING",
             PLAIT_WORKERS=str(self.args.workers),
+            # The collection API alone, as the targets are stated: the in-process pipeline
+            # would take the same cores (benchmarks/pipeline.py measures it).
+            PLAIT_PIPELINE="true" if self.args.pipeline else "false",
         )
         if self.args.server_cmd:
             cmd = self.args.server_cmd.split()
@@ -752,6 +755,7 @@ def main() -> None:
         help="events/s for the latency phase (default: half of the measured peak)",
     )
     add("--workers", type=int, default=1, help="server processes (PLAIT_WORKERS, default 1)")
+    add("--pipeline", action="store_true", help="keep the in-process pipeline running")
     add("--json", default="", help="also write the results to this file")
     add("--keep", action="store_true", help="keep the data directory")
     args = parser.parse_args()
