@@ -78,7 +78,7 @@ from plait.demo import AREA_CODES, EMAIL_DOMAINS, FIRST_NAMES, LAST_NAMES, Cast,
 from plait.identity.resolver import Graph, Resolver
 from plait.identity.rules import BUILT_IN_TYPES, from_dict
 from plait.log import backend_for
-from plait.pipeline.runner import STAGES, Pipeline, consumer_name
+from plait.pipeline.runner import BATCH_SIZE, STAGES, Pipeline, consumer_name
 from plait.runtime import tune_gc
 from plait.spec import Enrichment
 from plait.spec.timestamps import parse_timestamp
@@ -876,7 +876,12 @@ def main() -> None:
     add("--phases", default="throughput,freshness,clustering", help="comma-separated subset")
     add("--events", type=int, default=1_000_000, help="throughput: log rows (default 1,000,000)")
     add("--people", type=int, default=0, help="throughput: demo people (default: from --events)")
-    add("--batch-size", type=int, default=2000, help="throughput: Pipeline batch size")
+    add(
+        "--batch-size",
+        type=int,
+        default=BATCH_SIZE,
+        help="throughput: Pipeline batch size (default: the pipeline's)",
+    )
     add("--days", type=float, default=30, help="throughput: the demo's period in days")
     add("--rate", type=float, default=5000, help="freshness: load, events/s (default 5,000)")
     add("--duration", type=float, default=60, help="freshness: seconds of load (default 60)")
