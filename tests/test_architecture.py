@@ -8,7 +8,7 @@ import pytest
 
 SRC = Path(__file__).parent.parent / "src" / "plait"
 # What each package may import from plait (besides itself and the shared leaf modules).
-LEAVES = {"plait.ids", "plait.settings", "plait.observability"}
+LEAVES = {"plait.ids", "plait.settings", "plait.observability", "plait.runtime"}
 ALLOWED = {
     "spec": set(),
     "store": set(),
