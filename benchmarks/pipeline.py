@@ -284,12 +284,19 @@ def start_server(args, tmp: Path, port: int, log) -> subprocess.Popen:
         PLAIT_DATA_DIR=str(tmp),
         PLAIT_DATABASE_URL=f"sqlite:///{tmp / 'plait.db'}",
         PLAIT_SQLITE_SYNCHRONOUS=args.synchronous,
-        PLAIT_PIPELINE="true",
+        # --separate-worker: the pipeline in a `plait worker` process of its own, which
+        # polls the log (it is not woken by the server's commits).
+        PLAIT_PIPELINE="false" if args.separate_worker else "true",
+        PLAIT_PIPELINE_POLL_SECONDS="0.05",
         PLAIT_WORKERS="1",
         PLAIT_LOG_LEVEL="WARNING",
     )
     plait = Path(sys.executable).parent / "plait"
     cmd = [str(plait) if plait.exists() else shutil.which("plait") or "plait"]
+    if args.separate_worker:
+        args.worker_process = subprocess.Popen(
+            [*cmd, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     cmd += ["serve", "--host", "127.0.0.1", "--port", str(port), "--no-demo"]
     server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
@@ -485,7 +492,8 @@ def freshness_phase(args, tmp: Path) -> dict:
     server_log = open(tmp / "server.log", "wb")  # closed with the server
     server = start_server(args, tmp, port, server_log)
     load = None
-    print(f"  store: {sqlite_settings(store, args.synchronous)}; plait serve, 1 worker")
+    where = "a plait worker process" if args.separate_worker else "inside plait serve"
+    print(f"  store: {sqlite_settings(store, args.synchronous)}; pipeline {where}")
     print(
         f"  load: {int(args.rate * args.duration):,} demo messages at {args.rate:,.0f}/s "
         f"through /v1/batch (100 a batch, open loop, up to {args.load_concurrency} in flight, "
@@ -520,6 +528,8 @@ def freshness_phase(args, tmp: Path) -> dict:
             if load.is_alive():
                 load.terminate()
         stop_server(server)
+        if args.separate_worker:
+            stop_server(args.worker_process)
         server_log.close()
         store.dispose()
     result = freshness_result(args, sent, probes, seconds)
@@ -876,6 +886,11 @@ def main() -> None:
     add("--phases", default="throughput,freshness,clustering", help="comma-separated subset")
     add("--events", type=int, default=1_000_000, help="throughput: log rows (default 1,000,000)")
     add("--people", type=int, default=0, help="throughput: demo people (default: from --events)")
+    add(
+        "--separate-worker",
+        action="store_true",
+        help="freshness: run the pipeline in a `plait worker` process, not in the server",
+    )
     add(
         "--batch-size",
         type=int,

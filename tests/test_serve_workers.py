@@ -4,7 +4,21 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import sqlalchemy as sa
 from test_durability import Server, logged_ids, provision
+from test_identity_api import wait_for
+
+from plait.store import open_store
+from plait.store.schema import message_profiles
+
+
+def processed(store_url: str) -> int:
+    store = open_store(store_url, migrate=False)
+    try:
+        with store.engine.connect() as conn:
+            return conn.scalar(sa.select(sa.func.count()).select_from(message_profiles))
+    finally:
+        store.dispose()
 
 
 def test_two_workers_share_the_log_and_add_up_their_metrics(store_url, tmp_path):
@@ -22,9 +36,11 @@ def test_two_workers_share_the_log_and_add_up_their_metrics(store_url, tmp_path)
         with ThreadPoolExecutor(8) as pool:
             assert set(pool.map(send, range(100))) == {200}
         metrics = httpx.get(f"{server.url}/metrics").text
+        pipeline_caught_up_in_its_process = wait_for(lambda: processed(store_url) == 2000)
     finally:
         server.stop()
     assert sum(logged_ids(store_url).values()) == 2000
+    assert pipeline_caught_up_in_its_process  # plait serve ran the pipeline alongside
     accepted = re.findall(r'^plait_messages_accepted_total\{.*type="track"\} (\S+)', metrics, re.M)
     assert float(accepted[0]) == 2000.0  # both processes' counts, added up
     assert "Started server process" in (tmp_path / "serve.log").read_text()

@@ -87,15 +87,57 @@ def serve(
         log_config=None,
         timeout_graceful_shutdown=10,
     )
-    if workers == 1:
-        from plait.api.app import PlaitApp
+    pipeline = None
+    if settings.pipeline:
+        # The pipeline in a process of its own, started and stopped with the server: in the
+        # server's process it shared the GIL with the event loop (freshness p99 2.0 s at
+        # 5,000 events/s, against 0.34 s in its own process).
+        import multiprocessing
 
-        uvicorn.run(PlaitApp(settings, store), **options)
-        return
-    store.dispose()
-    with tempfile.TemporaryDirectory(prefix="plait-metrics-") as metrics_dir:
-        os.environ[MULTIPROCESS_DIR_ENV] = metrics_dir
-        uvicorn.run("plait.api.app:create_app", factory=True, workers=workers, **options)
+        pipeline = multiprocessing.get_context("spawn").Process(
+            target=run_pipeline_process, args=(os.getpid(),), name="plait-pipeline", daemon=True
+        )
+        pipeline.start()
+        os.environ["PLAIT_PIPELINE"] = "false"  # the server processes leave it to that one
+        settings = settings.model_copy(update={"pipeline": False})
+    try:
+        if workers == 1:
+            from plait.api.app import PlaitApp
+
+            uvicorn.run(PlaitApp(settings, store), **options)
+            return
+        store.dispose()
+        with tempfile.TemporaryDirectory(prefix="plait-metrics-") as metrics_dir:
+            os.environ[MULTIPROCESS_DIR_ENV] = metrics_dir
+            uvicorn.run("plait.api.app:create_app", factory=True, workers=workers, **options)
+    finally:
+        if pipeline is not None:
+            pipeline.terminate()  # a batch cut short rolls back with its checkpoint
+            pipeline.join(10)
+
+
+def run_pipeline_process(server_pid: int) -> None:
+    """`plait serve`'s pipeline process: it ends with the server, even a killed one."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from plait.observability import configure_logging
+    from plait.pipeline.runner import Pipeline
+    from plait.runtime import tune_gc
+
+    def exit_with_the_server() -> None:
+        while os.getppid() == server_pid:
+            time.sleep(0.5)
+        os._exit(0)  # mid-batch is safe: the batch rolls back with its checkpoint
+
+    threading.Thread(target=exit_with_the_server, daemon=True).start()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which stops this
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    tune_gc()
+    Pipeline(open_configured_store()).run_forever(settings.pipeline_poll_seconds)
 
 
 @app.command()

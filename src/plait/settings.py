@@ -18,10 +18,10 @@ class Settings(BaseSettings):
     # from memory: ~100 bytes per message in the window. PostgreSQL dedups forever.
     dedup_window_hours: float = 24.0
 
-    # Run the pipeline (identity, profiles) inside `plait serve`; turn it off when
-    # separate `plait worker` processes run it. A worker polls the log this often.
+    # Run the pipeline (identity, profiles) with `plait serve` (in a process of its own);
+    # turn it off when separate `plait worker` processes run it. It polls the log this often.
     pipeline: bool = True
-    pipeline_poll_seconds: float = 0.25
+    pipeline_poll_seconds: float = 0.1
 
     host: str = "127.0.0.1"
     port: int = 8080

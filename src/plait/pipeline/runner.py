@@ -28,7 +28,7 @@ from plait.log.processing import Batch, Item
 from plait.observability import PIPELINE_BATCH_SECONDS, PIPELINE_MERGES, PIPELINE_MESSAGES
 from plait.profiles.stage import update_profiles
 from plait.store import Store
-from plait.store.schema import message_profiles, workspace_settings, workspaces
+from plait.store.schema import log_messages, message_profiles, workspace_settings, workspaces
 
 logger = logging.getLogger("plait.pipeline")
 
@@ -78,6 +78,8 @@ class Pipeline:
     def run_batch(self, workspace_id: str, limit: int | None = None) -> int:
         """Process the next batch of a workspace; returns how many log records it covered
         (0 when caught up, or when another worker holds the workspace)."""
+        if not self._has_new(workspace_id):  # without the write lock: polls stay cheap
+            return 0
         started = time.perf_counter()
         with self.store.write(derived=True) as conn:
             if self.store.kind == "postgresql":
@@ -97,6 +99,17 @@ class Pipeline:
         PIPELINE_MERGES.inc(merges)
         PIPELINE_BATCH_SECONDS.observe(time.perf_counter() - started)
         return len(records)
+
+    def _has_new(self, workspace_id: str) -> bool:
+        with self.store.engine.connect() as conn:
+            last = conn.execute(
+                sa.select(sa.func.max(log_messages.c.log_offset)).where(
+                    log_messages.c.workspace_id == workspace_id
+                )
+            ).scalar()
+            return last is not None and last > self.log.checkpoint(
+                consumer_name(workspace_id), conn
+            )
 
     def _process(self, conn: sa.Connection, workspace_id: str, records: list[LogRecord]) -> int:
         done = set(
