@@ -151,7 +151,10 @@ def test_token_bucket_paces_from_an_empty_bucket():
     bucket = demo.TokenBucket(400, clock=lambda: now[0])
     assert bucket.delay(100) == pytest.approx(0.25)
     assert bucket.delay(100) == pytest.approx(0.5)
-    now[0] += 10  # a sender that fell behind does not burst
+    now[0] += 0.6  # a little late (building the batch): that batch goes at once
+    assert bucket.delay(100) == pytest.approx(0.15)
+    now[0] += 10  # a sender that fell far behind makes up one batch, no more
+    assert bucket.delay(100) == pytest.approx(0.0)
     assert bucket.delay(100) == pytest.approx(0.25)
     assert demo.TokenBucket(None).delay(10**6) == 0
 
