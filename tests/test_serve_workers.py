@@ -45,3 +45,25 @@ def test_two_workers_share_the_log_and_add_up_their_metrics(store_url, tmp_path)
     assert float(accepted[0]) == 2000.0  # both processes' counts, added up
     assert "Started server process" in (tmp_path / "serve.log").read_text()
     assert (tmp_path / "serve.log").read_text().count("Started server process") == 2
+
+
+def test_the_pipeline_process_metrics_show_in_the_servers(tmp_path):
+    store_url = f"sqlite:///{tmp_path / 'plait.db'}"
+    write_key = provision(store_url)
+    server = Server({"PLAIT_DATABASE_URL": store_url}, tmp_path / "serve.log", "--no-demo")
+    try:
+        batch = [{"type": "identify", "userId": f"u{i}", "traits": {"n": i}} for i in range(30)]
+        sent = httpx.post(f"{server.url}/v1/batch", json={"batch": batch}, auth=(write_key, ""))
+        assert sent.status_code == 200
+        assert wait_for(lambda: processed(store_url) == 30)
+
+        def pipeline_count() -> float:
+            text = httpx.get(f"{server.url}/metrics").text
+            found = re.findall(
+                r'^plait_pipeline_messages_total\{outcome="processed"\} (\S+)', text, re.M
+            )
+            return float(found[0]) if found else 0.0
+
+        assert wait_for(lambda: pipeline_count() == 30.0)
+    finally:
+        server.stop()

@@ -58,14 +58,23 @@ def serve(
     import os
     import tempfile
 
-    import uvicorn
-
-    from plait.api.bootstrap import ensure_demo
-    from plait.observability import MULTIPROCESS_DIR_ENV, configure_logging
+    from plait.runtime import MULTIPROCESS_DIR_ENV
 
     settings = get_settings()
     host, port = host or settings.host, port or settings.port
     workers = workers or settings.workers
+    metrics_dir = None
+    if workers > 1 or settings.pipeline:
+        # Several processes (server workers, the pipeline) each write their metrics to
+        # files here and /metrics adds them up. Set before prometheus_client is imported.
+        metrics_dir = tempfile.TemporaryDirectory(prefix="plait-metrics-")
+        os.environ[MULTIPROCESS_DIR_ENV] = metrics_dir.name
+
+    import uvicorn
+
+    from plait.api.bootstrap import ensure_demo
+    from plait.observability import configure_logging
+
     store = open_configured_store()  # applies migrations once, before any worker starts
     if demo:
         boot = ensure_demo(Workspaces(store))
@@ -107,13 +116,13 @@ def serve(
             uvicorn.run(PlaitApp(settings, store), **options)
             return
         store.dispose()
-        with tempfile.TemporaryDirectory(prefix="plait-metrics-") as metrics_dir:
-            os.environ[MULTIPROCESS_DIR_ENV] = metrics_dir
-            uvicorn.run("plait.api.app:create_app", factory=True, workers=workers, **options)
+        uvicorn.run("plait.api.app:create_app", factory=True, workers=workers, **options)
     finally:
         if pipeline is not None:
             pipeline.terminate()  # a batch cut short rolls back with its checkpoint
             pipeline.join(10)
+        if metrics_dir is not None:
+            metrics_dir.cleanup()
 
 
 def run_pipeline_process(server_pid: int) -> None:

@@ -19,9 +19,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-# Set by `plait serve --workers N` before the workers start: each process then writes its
-# samples to files in this directory, and /metrics adds them up across processes.
-MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from plait.runtime import MULTIPROCESS_DIR_ENV
 
 MESSAGES_ACCEPTED = Counter(
     "plait_messages_accepted_total", "Messages accepted into the log", ["source", "type"]

@@ -2,6 +2,11 @@
 
 import gc
 
+# Set by `plait serve` when it runs several processes: each then writes its metric
+# samples to files in this directory, and /metrics adds them up (prometheus_client reads
+# it when first imported, so it is named here, away from plait.observability).
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 
 def tune_gc() -> None:
     """Collect the young generation every 100,000 allocations instead of 700.
