@@ -277,26 +277,31 @@ def throughput_phase(args, tmp: Path) -> dict:
 # 2. Freshness ----------------------------------------------------------------------------
 
 
-def start_server(args, tmp: Path, port: int, log) -> subprocess.Popen:
-    """``plait serve`` on the store in ``tmp`` (output to the file ``log``), once healthy."""
+def plait_env(args, tmp: Path) -> dict[str, str]:
+    """The environment of the plait processes on the store in ``tmp``."""
     env = dict(os.environ)
     env.update(
         PLAIT_DATA_DIR=str(tmp),
         PLAIT_DATABASE_URL=f"sqlite:///{tmp / 'plait.db'}",
         PLAIT_SQLITE_SYNCHRONOUS=args.synchronous,
-        # --separate-worker: the pipeline in a `plait worker` process of its own, which
-        # polls the log (it is not woken by the server's commits).
+        # --separate-worker: the pipeline in a `plait worker` of its own, not serve's.
         PLAIT_PIPELINE="false" if args.separate_worker else "true",
         PLAIT_PIPELINE_POLL_SECONDS="0.05",
         PLAIT_WORKERS="1",
         PLAIT_LOG_LEVEL="WARNING",
     )
+    return env
+
+
+def plait_command() -> list[str]:
     plait = Path(sys.executable).parent / "plait"
-    cmd = [str(plait) if plait.exists() else shutil.which("plait") or "plait"]
-    if args.separate_worker:
-        args.worker_process = subprocess.Popen(
-            [*cmd, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+    return [str(plait) if plait.exists() else shutil.which("plait") or "plait"]
+
+
+def start_server(args, tmp: Path, port: int, log) -> subprocess.Popen:
+    """``plait serve`` on the store in ``tmp`` (output to the file ``log``), once healthy."""
+    env = plait_env(args, tmp)
+    cmd = plait_command()
     cmd += ["serve", "--host", "127.0.0.1", "--port", str(port), "--no-demo"]
     server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
@@ -491,8 +496,12 @@ def freshness_phase(args, tmp: Path) -> dict:
     base = f"http://127.0.0.1:{port}"
     server_log = open(tmp / "server.log", "wb")  # closed with the server
     server = start_server(args, tmp, port, server_log)
+    worker = None
+    if args.separate_worker:
+        worker = subprocess.Popen([*plait_command(), "worker"], env=plait_env(args, tmp),
+                                  stdout=server_log, stderr=subprocess.STDOUT)  # fmt: skip
     load = None
-    where = "a plait worker process" if args.separate_worker else "inside plait serve"
+    where = "a plait worker process" if worker else "the process plait serve starts"
     print(f"  store: {sqlite_settings(store, args.synchronous)}; pipeline {where}")
     print(
         f"  load: {int(args.rate * args.duration):,} demo messages at {args.rate:,.0f}/s "
@@ -528,8 +537,8 @@ def freshness_phase(args, tmp: Path) -> dict:
             if load.is_alive():
                 load.terminate()
         stop_server(server)
-        if args.separate_worker:
-            stop_server(args.worker_process)
+        if worker is not None:
+            stop_server(worker)
         server_log.close()
         store.dispose()
     result = freshness_result(args, sent, probes, seconds)

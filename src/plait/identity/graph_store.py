@@ -8,7 +8,7 @@ import orjson
 import sqlalchemy as sa
 
 from plait.identity.identifiers import Identifier
-from plait.identity.resolver import Changes, Graph, Profile
+from plait.identity.resolver import Changes, Graph, Profile, edge
 from plait.store.bulk import insert_rows, select_in, update_many
 from plait.store.schema import identifiers, identity_edges, identity_removals, lineage, profiles
 
@@ -20,14 +20,6 @@ EDGE_COLUMNS = (
     "workspace_id", "a_type", "a_value", "b_type", "b_value", "profile_id", "log_offset",
     "message_id", "timestamp",
 )  # fmt: skip
-# Values per IN list (a pair takes two parameters): SQLite allows 32,766 parameters per
-# statement since 3.32, PostgreSQL 65,535.
-CHUNK = 4000
-
-
-def chunks(items: list, size: int = CHUNK) -> Iterable[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def load_removals(conn: sa.Connection, graph: Graph) -> None:
@@ -41,8 +33,7 @@ def load_removals(conn: sa.Connection, graph: Graph) -> None:
         if b_type is None:
             graph.removed_identifiers.add((a_type, a_value))
         else:
-            a, b = (a_type, a_value), (b_type, b_value)
-            graph.removed_links.add((a, b) if a <= b else (b, a))
+            graph.removed_links.add(edge((a_type, a_value), (b_type, b_value)))
 
 
 def load(conn: sa.Connection, workspace_id: str, wanted: Iterable[Identifier]) -> Graph:

@@ -67,7 +67,6 @@ class Rules:
     default_region: str = "US"
 
     ranks: dict[str, int] = field(init=False, repr=False, compare=False)
-    blocked_cache: dict[str, bool] = field(init=False, repr=False, compare=False)
     # (type, raw value) -> identifier or None: see identifiers.extract
     identifier_cache: dict[tuple[str, str], tuple[str, str] | None] = field(
         init=False, repr=False, compare=False
@@ -76,7 +75,6 @@ class Rules:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ranks", {name: i for i, name in enumerate(self.priority)})
-        object.__setattr__(self, "blocked_cache", {})
         object.__setattr__(self, "identifier_cache", {})
         object.__setattr__(self, "custom_types", tuple(t for t in self.types.values() if t.paths))
 
@@ -85,16 +83,10 @@ class Rules:
         return self.ranks.get(type_name, len(self.priority))
 
     def is_blocked(self, value: str) -> bool:
-        # Cached: a person's ids recur in every message, and the patterns are regexes.
-        cache = self.blocked_cache
-        found = cache.get(value)
-        if found is None:
-            if len(cache) >= 100_000:
-                cache.clear()
-            found = cache[value] = value.lower() in self.blocked_values or any(
-                p.search(value) for p in self.blocked_patterns
-            )
-        return found
+        # Not cached here: identifiers.extract caches its whole verdict per raw value.
+        return value.lower() in self.blocked_values or any(
+            p.search(value) for p in self.blocked_patterns
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML/JSON form; ``from_dict(to_dict())`` gives the same rules."""

@@ -14,6 +14,7 @@ from plait.identity.resolver import Resolver
 from plait.identity.rules import Rules
 from plait.log.processing import Batch
 from plait.spec.timestamps import parse_timestamp
+from plait.store.bulk import chunks
 from plait.store.schema import identifiers, profiles
 
 ACCOUNT_TYPE = "group_id"  # accounts' identifier type; a person type may not take the name
@@ -83,7 +84,7 @@ def _resolve_accounts(batch: Batch) -> None:
     if not groups:
         return
     known = set()
-    for part in graph_store.chunks(list(groups)):
+    for part in chunks(list(groups)):
         query = sa.select(identifiers.c.value).where(
             identifiers.c.workspace_id == batch.workspace_id,
             identifiers.c.type == ACCOUNT_TYPE,

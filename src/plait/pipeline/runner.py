@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-import orjson
 import sqlalchemy as sa
 
 from plait.identity.rules import Rules, from_dict
@@ -28,7 +27,8 @@ from plait.log.processing import Batch, Item
 from plait.observability import PIPELINE_BATCH_SECONDS, PIPELINE_MERGES, PIPELINE_MESSAGES
 from plait.profiles.stage import update_profiles
 from plait.store import Store
-from plait.store.schema import log_messages, message_profiles, workspace_settings, workspaces
+from plait.store.schema import log_messages, message_profiles, workspaces
+from plait.store.workspaces import read_setting
 
 logger = logging.getLogger("plait.pipeline")
 
@@ -46,18 +46,8 @@ def _lock_key(workspace_id: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _rules_text(conn: sa.Connection, workspace_id: str) -> str | None:
-    return conn.execute(
-        sa.select(workspace_settings.c.value).where(
-            workspace_settings.c.workspace_id == workspace_id,
-            workspace_settings.c.key == "identity",
-        )
-    ).scalar()
-
-
 def load_rules(conn: sa.Connection, workspace_id: str) -> Rules:
-    value = _rules_text(conn, workspace_id)
-    return from_dict(orjson.loads(value) if value else None)
+    return from_dict(read_setting(conn, workspace_id, "identity"))
 
 
 class Pipeline:
@@ -71,7 +61,7 @@ class Pipeline:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._rules_cache: dict[str, tuple[str | None, Rules]] = {}
+        self._rules_cache: dict[str, tuple[dict | None, Rules]] = {}
 
     # One batch ----------------------------------------------------------------------
 
@@ -129,13 +119,10 @@ class Pipeline:
 
     def _rules(self, conn: sa.Connection, workspace_id: str) -> Rules:
         """The workspace's rules, parsed again only when they change (they keep caches)."""
-        text = _rules_text(conn, workspace_id)
+        doc = read_setting(conn, workspace_id, "identity")
         cached = self._rules_cache.get(workspace_id)
-        if cached is None or cached[0] != text:
-            cached = self._rules_cache[workspace_id] = (
-                text,
-                from_dict(orjson.loads(text) if text else None),
-            )
+        if cached is None or cached[0] != doc:
+            cached = self._rules_cache[workspace_id] = (doc, from_dict(doc))
         return cached[1]
 
     def _run_batch_isolating_failures(self, workspace_id: str) -> int:

@@ -14,10 +14,9 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from plait.identity.graph_store import chunks
 from plait.identity.resolver import Graph, Merge
 from plait.log.processing import Batch, Item
-from plait.store.bulk import insert_rows, update_many
+from plait.store.bulk import chunks, insert_rows, update_many
 from plait.store.schema import account_members, message_profiles, trait_history, traits
 from plait.store.upsert import upsert
 

@@ -34,6 +34,7 @@ class Store:
         # unique index remembers it for good.
         self.dedup_window_seconds = dedup_window_seconds
         self.sqlite_synchronous = sqlite_synchronous
+        self._page_size: int | None = None
         parsed = make_url(url)
         self.kind = parsed.get_backend_name()
         if self.kind == "postgresql" and parsed.drivername == "postgresql":
@@ -76,7 +77,9 @@ class Store:
             return
         with self.engine.connect() as conn:
             if derived:
-                page_size = conn.exec_driver_sql("PRAGMA page_size").scalar()
+                if self._page_size is None:  # fixed once the database exists
+                    self._page_size = conn.exec_driver_sql("PRAGMA page_size").scalar()
+                page_size = self._page_size
                 conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
                 # Checkpoint every ~64 MB instead of ~4 MB: the pipeline rewrites the same
                 # index pages batch after batch, and a checkpoint copies each page once

@@ -104,12 +104,8 @@ class Workspaces:
 
     def get_setting(self, workspace_id: str, key: str) -> dict | None:
         """A workspace's configuration document (e.g. ``identity``), None if never set."""
-        query = sa.select(workspace_settings.c.value).where(
-            workspace_settings.c.workspace_id == workspace_id, workspace_settings.c.key == key
-        )
         with self.engine.connect() as conn:
-            value = conn.execute(query).scalar()
-        return None if value is None else orjson.loads(value)
+            return read_setting(conn, workspace_id, key)
 
     def put_setting(self, workspace_id: str, key: str, value: dict) -> None:
         row = {"workspace_id": workspace_id, "key": key, "value": orjson.dumps(value).decode(),
@@ -308,6 +304,15 @@ class Workspaces:
         if row is None:
             return None
         return TokenAuth(row.id, row.workspace_id, frozenset(row.scopes.split()))
+
+
+def read_setting(conn: sa.Connection, workspace_id: str, key: str) -> dict | None:
+    """``Workspaces.get_setting`` inside a caller's transaction."""
+    query = sa.select(workspace_settings.c.value).where(
+        workspace_settings.c.workspace_id == workspace_id, workspace_settings.c.key == key
+    )
+    value = conn.execute(query).scalar()
+    return None if value is None else orjson.loads(value)
 
 
 def _public_token(record: dict) -> dict:
