@@ -1,7 +1,9 @@
 """The durable log: appends, dedup, ordered reads, checkpoints, group commit."""
 
 import asyncio
+import gc
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -10,6 +12,7 @@ from alembic import command
 from alembic.config import Config
 
 from plait.log import LogWriter, Overloaded, backend_for
+from plait.log.dedup import RecentMessageIds, now_us
 from plait.store import open_store
 from plait.store.db import MIGRATIONS_DIR
 
@@ -144,6 +147,45 @@ def test_sqlite_forgets_a_message_id_after_the_window(tmp_path):
     assert log.append(fresh(["m2"])) == 0  # m2 was seen one window ago: still a duplicate
     # A restart loads only the rows received within the window.
     assert backend_for(open_store(url, dedup_window_seconds=0.2)).append(fresh(["m2"])) == 1
+
+
+def test_sqlite_appenders_take_turns_on_the_append_lock(tmp_path):
+    url = f"sqlite:///{tmp_path / 'plait.db'}"
+    holder, waiter = backend_for(open_store(url)), backend_for(open_store(url))
+    done = threading.Event()
+
+    def append() -> None:
+        waiter.append(fresh(["m2"]))
+        done.set()
+
+    with holder._append_lock():  # as another process's append would hold it
+        thread = threading.Thread(target=append)
+        thread.start()
+        assert not done.wait(0.3)  # blocked on the file lock, not on SQLite's busy handler
+        assert holder.count() == 0
+    assert done.wait(5)
+    thread.join()
+    assert holder.append(fresh(["m1", "m2"])) == 1
+    holder.close()
+    waiter.close()
+
+
+def test_the_dedup_window_is_per_workspace_and_invisible_to_the_garbage_collector():
+    recent = RecentMessageIds(window_seconds=60)
+    ids = [f"m{i}" for i in range(5000)]
+    assert all(recent.add("ws_a", mid) for mid in ids)
+    assert not any(recent.add("ws_a", mid) for mid in ids)
+    assert all(recent.add("ws_b", mid) for mid in ids[:10])
+    assert len(recent) == 5010
+    # The collector's full passes would otherwise walk every remembered id (the
+    # latency of the requests waiting on the writer): nothing in it may be tracked
+    # but its containers of containers.
+    shards = [ids for generation in (recent._current, recent._previous)
+              for per_workspace in generation.values() for ids in per_workspace]  # fmt: skip
+    assert shards and not any(gc.is_tracked(ids) for ids in shards)
+    recent.rotate(now_us() + 61_000_000)
+    assert not recent.add("ws_a", "m1")  # the older generation still answers
+    assert recent.add("ws_a", "new")
 
 
 def test_a_failed_sqlite_append_leaves_no_message_id_remembered(tmp_path):

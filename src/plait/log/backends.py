@@ -6,8 +6,10 @@ are the hot path of ingestion; everything else about the table is plain SQLAlche
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
@@ -159,6 +161,38 @@ class SQLiteLogBackend(LogBackend):
     def __init__(self, store: Store):
         super().__init__(store)
         self._recent: RecentMessageIds | None = None  # None: (re)load from the log
+        database = store.url.database
+        self._lock_path = f"{database}-append.lock" if database and database != ":memory:" else None
+        self._lock_file = None
+
+    def append(self, rows: Sequence[Row]) -> int:
+        with self._append_lock():
+            return super().append(rows)
+
+    @contextmanager
+    def _append_lock(self):
+        """Appending processes (`plait serve --workers`, `plait import`) take turns on a
+        file lock before SQLite's own. Waiting on SQLite's lock is its busy handler, which
+        sleeps 1, 2, 5 ... 100 ms between tries (measured with two workers: batch p99
+        1.9 s); a blocked flock wakes as soon as the holder commits, and releases the GIL
+        while it waits."""
+        if self._lock_path is None:
+            yield
+            return
+        if self._lock_file is None:
+            self._lock_file = open(self._lock_path, "a+b")  # noqa: SIM115 (kept open)
+        fd = self._lock_file.fileno()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        super().close()
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
 
     def _insert(self, conn, rows: Sequence[Row]) -> int:
         driver = conn.driver_connection
