@@ -739,7 +739,8 @@ def plait_components(left: list, right: list, ts: list) -> dict:
 def same_partition(scipy: dict, resolver: Resolver) -> tuple[bool, str]:
     """Whether the resolver's profiles are exactly scipy's components (identifier for
     identifier, not only the counts)."""
-    owner, labels = resolver.graph.owner, scipy["labels"]
+    owner = {ident: profile.id for ident, profile in resolver.graph.owner.items()}
+    labels = scipy["labels"]
     if set(owner) != set(scipy["index"]):
         return False, "the two sides hold different identifiers"
     pairs = {(owner[ident], int(labels[i])) for ident, i in scipy["index"].items()}

@@ -127,8 +127,8 @@ def save(conn: sa.Connection, graph: Graph, changes: Changes, kind: str = "user"
     new_rows = []
     for ident, _pid, ts, offset, message_id in changes.new_identifiers:
         owner = graph.owner[ident]
-        last_seen = graph.profiles[owner].identifiers[ident]
-        new_rows.append((ws, ident[0], ident[1], owner, ts, last_seen, offset, message_id))
+        last_seen = owner.identifiers[ident]
+        new_rows.append((ws, ident[0], ident[1], owner.id, ts, last_seen, offset, message_id))
     insert_rows(conn, identifiers, IDENTIFIER_COLUMNS, new_rows)
     new_idents = {row[0] for row in changes.new_identifiers}
     updates = [

@@ -39,7 +39,7 @@ from plait.identity.rules import Rules
 LAST_SEEN_GRANULARITY_MS = 3_600_000
 
 
-@dataclass
+@dataclass(eq=False)
 class Profile:
     id: str
     first_offset: int  # the log offset that created it: the oldest survives a merge
@@ -75,7 +75,7 @@ class Graph:
 
     def __init__(self, workspace_id: str):
         self.workspace_id = workspace_id
-        self.owner: dict[Identifier, str] = {}
+        self.owner: dict[Identifier, Profile] = {}
         self.profiles: dict[str, Profile] = {}
         self.edges: set[tuple[Identifier, Identifier]] = set()
         self.merged_into: dict[str, str] = {}  # merged-away id -> survivor
@@ -85,7 +85,7 @@ class Graph:
     def add_profile(self, profile: Profile) -> None:
         self.profiles[profile.id] = profile
         for ident in profile.identifiers:
-            self.owner[ident] = profile.id
+            self.owner[ident] = profile
 
     def resolve_id(self, profile_id: str) -> str:
         while profile_id in self.merged_into:
@@ -119,19 +119,24 @@ class Resolver:
         """The profile of a message (None if it carries no usable identifier)."""
         graph = self.graph
         removed = graph.removed_identifiers
-        ids = [i for i in identifiers if i not in removed] if removed else list(identifiers)
+        ids = [i for i in identifiers if i not in removed] if removed else identifiers
         if not ids:
             return None
-        known = [graph.owner.get(i) for i in ids]
-        if known[0] is not None and known.count(known[0]) == len(known):
-            # The common case: a known person's known identifiers. Nothing can break a limit.
-            profile = graph.profiles[known[0]]
-            self._attach(profile, ids, offset, message_id, timestamp_ms)
-            return profile.id
+        owner = graph.owner
+        profile = owner.get(ids[0])
+        if profile is not None:
+            for ident in ids[1:]:
+                if owner.get(ident) is not profile:
+                    break
+            else:
+                # The common case: a known person's known identifiers. Nothing can break
+                # a limit; this runs once per message (and per link in a rebuild).
+                self._touch(profile, ids, offset, message_id, timestamp_ms)
+                return profile.id
+        ids = list(ids)
         while True:
             owners = sorted(
-                {graph.owner[i] for i in ids if i in graph.owner},
-                key=lambda pid: (graph.profiles[pid].first_offset, pid),
+                {owner[i] for i in ids if i in owner}, key=lambda p: (p.first_offset, p.id)
             )
             if len(ids) == 1 or not self._exceeds_a_limit(ids, owners, timestamp_ms):
                 break
@@ -141,16 +146,15 @@ class Resolver:
             graph.add_profile(profile)
             self.changes.new_profiles.append(profile)
         else:
-            profile = graph.profiles[owners[0]]
+            profile = owners[0]
             for other in owners[1:]:
-                self._merge(profile, graph.profiles[other], ids, offset, message_id, timestamp_ms)
+                self._merge(profile, other, ids, offset, message_id, timestamp_ms)
         self._attach(profile, ids, offset, message_id, timestamp_ms)
         return profile.id
 
-    def _exceeds_a_limit(self, ids: list[Identifier], owners: list[str], ts: int) -> bool:
-        """Would joining ``ids`` and the ``owners`` break a limit or an unmerged link?"""
+    def _exceeds_a_limit(self, ids: list[Identifier], profiles: list[Profile], ts: int) -> bool:
+        """Would joining ``ids`` and the ``profiles`` break a limit or an unmerged link?"""
         graph, types = self.graph, self.rules.types
-        profiles = [graph.profiles[pid] for pid in owners]
         # Only a type that gains values can go over its limit: joining one profile, the
         # types of the message's new identifiers; merging, any type.
         gaining = None if len(profiles) > 1 else {i[0] for i in ids if i not in graph.owner}
@@ -178,25 +182,31 @@ class Resolver:
         graph = self.graph
         for ident, last_seen in merged.identifiers.items():
             survivor.identifiers[ident] = max(last_seen, survivor.identifiers.get(ident, 0))
-            graph.owner[ident] = survivor.id
+            graph.owner[ident] = survivor
         del graph.profiles[merged.id]
         graph.merged_into[merged.id] = survivor.id
         self.changes.merges.append(Merge(survivor.id, merged.id, offset, message_id, ts, list(ids)))
 
     def _attach(self, profile: Profile, ids, offset: int, message_id: str, ts: int) -> None:
-        graph, changes = self.graph, self.changes
+        graph, changes, seen = self.graph, self.changes, profile.identifiers
         for ident in ids:
-            last_seen = profile.identifiers.get(ident)
-            if last_seen is None:
-                profile.identifiers[ident] = ts
-                graph.owner[ident] = profile.id
+            if ident not in seen:
+                seen[ident] = ts
+                graph.owner[ident] = profile
                 changes.new_identifiers.append((ident, profile.id, ts, offset, message_id))
-            elif ts - last_seen >= LAST_SEEN_GRANULARITY_MS:
-                profile.identifiers[ident] = ts
-                changes.last_seen[ident] = ts
-        anchor, edges = ids[0], graph.edges
+        self._touch(profile, ids, offset, message_id, ts)
+
+    def _touch(self, profile: Profile, ids, offset: int, message_id: str, ts: int) -> None:
+        """``ids``, all the profile's, seen in one message: their last seen, and the
+        message's edges (a star from its highest-priority identifier)."""
+        seen = profile.identifiers
+        for ident in ids:
+            if ts - seen[ident] >= LAST_SEEN_GRANULARITY_MS:
+                seen[ident] = ts
+                self.changes.last_seen[ident] = ts
+        anchor, edges = ids[0], self.graph.edges
         for other in ids[1:]:
             key = (anchor, other) if anchor <= other else (other, anchor)  # as edge() orders
             if key not in edges:
                 edges.add(key)
-                changes.new_edges.append((*key, profile.id, offset, message_id, ts))
+                self.changes.new_edges.append((*key, profile.id, offset, message_id, ts))
