@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 DEDUP_WINDOW_SECONDS = 24 * 3600  # as long as Segment promises
 WAL_CHECKPOINT_BYTES = 4_096_000
+SQLITE_CACHE_BYTES = 64 * 1024 * 1024
 
 
 def now_ms() -> int:
@@ -124,6 +125,11 @@ def _sqlite_pragmas(synchronous: str):
         cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA foreign_keys=ON")
+        # A 64 MB page cache per connection instead of SQLite's 2 MB: the pipeline reads
+        # and rewrites index pages all over the identity and profile tables, and each
+        # miss was a read of 16 KB (pipeline 21.5 k -> 23.5 k events/s at 1 M events).
+        # The memory is taken only as a connection's pages are used.
+        cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_BYTES // 1024}")
         cur.close()
 
     return apply
