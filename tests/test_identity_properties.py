@@ -70,10 +70,11 @@ def shared_store(tmp_path_factory):
     store.dispose()
 
 
-def new_workspace(store) -> str:
+def new_workspace(store, rules: dict | None = NO_LIMITS) -> str:
     repo = Workspaces(store)
     ws = repo.create_workspace(f"w-{len(repo.list_workspaces())}")["id"]
-    repo.put_setting(ws, "identity", NO_LIMITS)
+    if rules is not None:
+        repo.put_setting(ws, "identity", rules)
     return ws
 
 
@@ -104,6 +105,26 @@ def test_incremental_state_equals_rebuilt_state(shared_store, stream, batch_size
     Pipeline(shared_store, batch_size=batch_size).catch_up(ws)
     append(shared_store, ws, stream[half:])  # more arrives after the first catch-up
     Pipeline(shared_store, batch_size=batch_size).catch_up(ws)
+    incremental = derived_state(shared_store, ws)
+    rebuild(shared_store, ws)
+    assert derived_state(shared_store, ws) == incremental
+
+
+alias = st.fixed_dictionaries(
+    {
+        "type": st.just("alias"),
+        "previousId": st.sampled_from(["a0", "a1", "u0", "u9"]),
+        "userId": st.sampled_from([f"u{i}" for i in range(4)]),
+    }
+)
+
+
+@SETTINGS
+@given(stream=st.lists(st.one_of(message, alias), min_size=1, max_size=25))
+def test_a_rebuild_equals_the_incremental_state_where_limits_refuse_merges(shared_store, stream):
+    ws = new_workspace(shared_store, rules=None)  # Segment's limits: one user id a profile
+    append(shared_store, ws, stream)
+    Pipeline(shared_store, batch_size=3).catch_up(ws)
     incremental = derived_state(shared_store, ws)
     rebuild(shared_store, ws)
     assert derived_state(shared_store, ws) == incremental
