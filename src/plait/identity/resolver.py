@@ -34,9 +34,15 @@ from dataclasses import dataclass, field
 from plait.identity.identifiers import Identifier
 from plait.identity.rules import Rules
 
-# last_seen moves only when it advances by this much: windows are a day or longer, and
-# writing it for every message would cost a write per identifier per event.
+# An identifier's last seen is the hour (UTC, rounded down) of its latest message: windows
+# are a day or longer, an exact time would be written for every identifier of every
+# batch, and the latest hour does not depend on the order messages are resolved in (so a
+# rebuild can compute it in bulk).
 LAST_SEEN_GRANULARITY_MS = 3_600_000
+
+
+def seen_hour(timestamp_ms: int) -> int:
+    return timestamp_ms - timestamp_ms % LAST_SEEN_GRANULARITY_MS
 
 
 @dataclass(eq=False)
@@ -44,7 +50,7 @@ class Profile:
     id: str
     first_offset: int  # the log offset that created it: the oldest survives a merge
     created_at: int  # the creating message's timestamp, ms
-    identifiers: dict[Identifier, int] = field(default_factory=dict)  # -> last seen (ms)
+    identifiers: dict[Identifier, int] = field(default_factory=dict)  # -> seen_hour (ms)
 
 
 @dataclass
@@ -191,7 +197,7 @@ class Resolver:
         graph, changes, seen = self.graph, self.changes, profile.identifiers
         for ident in ids:
             if ident not in seen:
-                seen[ident] = ts
+                seen[ident] = seen_hour(ts)
                 graph.owner[ident] = profile
                 changes.new_identifiers.append((ident, profile.id, ts, offset, message_id))
         self._touch(profile, ids, offset, message_id, ts)
@@ -199,11 +205,11 @@ class Resolver:
     def _touch(self, profile: Profile, ids, offset: int, message_id: str, ts: int) -> None:
         """``ids``, all the profile's, seen in one message: their last seen, and the
         message's edges (a star from its highest-priority identifier)."""
-        seen = profile.identifiers
+        seen, hour = profile.identifiers, seen_hour(ts)
         for ident in ids:
-            if ts - seen[ident] >= LAST_SEEN_GRANULARITY_MS:
-                seen[ident] = ts
-                self.changes.last_seen[ident] = ts
+            if hour > seen[ident]:
+                seen[ident] = hour
+                self.changes.last_seen[ident] = hour
         anchor, edges = ids[0], self.graph.edges
         for other in ids[1:]:
             key = (anchor, other) if anchor <= other else (other, anchor)  # as edge() orders

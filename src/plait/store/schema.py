@@ -124,7 +124,7 @@ identifiers = sa.Table(
     sa.Column("value", sa.String(256), primary_key=True),
     sa.Column("profile_id", sa.String(40), nullable=False, index=True),
     sa.Column("first_seen", sa.BigInteger, nullable=False),  # event time, ms
-    sa.Column("last_seen", sa.BigInteger, nullable=False),
+    sa.Column("last_seen", sa.BigInteger, nullable=False),  # the latest event hour, ms
     sa.Column("log_offset", sa.BigInteger, nullable=False),  # the first message with it
     sa.Column("message_id", sa.String(100), nullable=False),
 )
