@@ -335,6 +335,28 @@ def test_incremental_state_equals_a_rebuild(store, ws):
     assert derived_state(store, ws) == incremental
 
 
+def test_messages_arriving_during_a_rebuild_are_resolved_as_usual(store, ws):
+    append(store, ws, JOURNEY)
+    Pipeline(store).catch_up(ws)
+    arrivals = [
+        {"type": "identify", "anonymousId": "d9", "userId": "u1", "traits": {"late": True}},
+        {"type": "track", "anonymousId": "d9", "event": "Late"},
+    ]
+    passes = []
+
+    def progress(name: str, count: int) -> None:
+        if name == "profiles" and name not in passes:  # the new graph is saved by now
+            append(store, ws, arrivals)
+        passes.append(name)
+
+    assert rebuild(store, ws, progress) == len(JOURNEY) + len(arrivals)
+    assert {"identity", "profiles"} <= set(passes)
+    during = derived_state(store, ws)
+    assert profile_of(store, ws, "anonymous_id:d9") == profile_of(store, ws, "user_id:u1")
+    rebuild(store, ws)  # all of it in one go this time
+    assert derived_state(store, ws) == during
+
+
 def test_concurrent_workers_never_process_a_message_twice(store, ws):
     append(store, ws, JOURNEY * 10)
     workers = [Pipeline(store, batch_size=7) for _ in range(3)]

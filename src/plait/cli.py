@@ -650,8 +650,9 @@ def rebuild_command(
         )
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err) as bar:
-        task = bar.add_task("rebuilding", total=total)
-        processed = rebuild(repo.store, ws_id, progress=lambda n: bar.advance(task, n))
+        # Two passes over the log: identities (the whole log at once), then profiles.
+        tasks = {name: bar.add_task(name, total=total) for name in ("identity", "profiles")}
+        processed = rebuild(repo.store, ws_id, progress=lambda name, n: bar.advance(tasks[name], n))
     console.print(f"rebuilt from {processed:,} messages")
 
 

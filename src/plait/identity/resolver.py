@@ -103,6 +103,11 @@ def edge(a: Identifier, b: Identifier) -> tuple[Identifier, Identifier]:
     return (a, b) if a <= b else (b, a)
 
 
+def with_previous_id(ids: list[Identifier], previous: Identifier, rules: Rules) -> list:
+    """An alias's identifiers with its previousId read as ``previous``, in priority order."""
+    return sorted(dict.fromkeys([*ids, previous]), key=lambda ident: rules.rank(ident[0]))
+
+
 def profile_id_for(workspace_id: str, offset: int) -> str:
     """Deterministic: a rebuild over the same log gives the same ids."""
     digest = hashlib.blake2b(f"{workspace_id}:{offset}".encode(), digest_size=12).hexdigest()

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from plait.identity import graph_store
 from plait.identity.identifiers import extract
 from plait.identity.identifiers import normalize as normalize_value
-from plait.identity.resolver import Resolver
+from plait.identity.resolver import Resolver, with_previous_id
 from plait.identity.rules import Rules
 from plait.log.processing import Batch
 from plait.spec.timestamps import parse_timestamp
@@ -31,17 +31,24 @@ def normalize(batch: Batch) -> None:
         item.identifiers = extract(msg, rules)
 
 
+def alias_previous_id(msg: dict, rules: Rules) -> str | None:
+    """An alias's previousId as an identifier value (its type is read in resolution)."""
+    if msg.get("type") != "alias":
+        return None
+    value = normalize_value("user_id", msg.get("previousId"), rules)
+    return None if value is None or rules.is_blocked(value) else value
+
+
 def resolve(batch: Batch) -> None:
     """Give every item its profile; merges go to ``batch.context["merges"]``."""
     rules: Rules = batch.context["rules"]
     wanted = [ident for item in batch.items for ident in item.identifiers]
     previous_ids = {}
     for item in batch.items:
-        if item.message.get("type") == "alias":
-            value = normalize_value("user_id", item.message.get("previousId"), rules)
-            if value is not None and not rules.is_blocked(value):
-                previous_ids[item.record.offset] = value
-                wanted += [("user_id", value), ("anonymous_id", value)]
+        value = alias_previous_id(item.message, rules)
+        if value is not None:
+            previous_ids[item.record.offset] = value
+            wanted += [("user_id", value), ("anonymous_id", value)]
     graph = graph_store.load(batch.conn, batch.workspace_id, wanted)
     resolver = Resolver(graph, rules)
     # An unmerge resolves a profile's messages again with only the identifiers it had.
@@ -50,10 +57,7 @@ def resolve(batch: Batch) -> None:
         ids = item.identifiers
         previous = previous_ids.get(item.record.offset)
         if previous is not None:
-            ids = sorted(
-                dict.fromkeys([*ids, resolver.classify_previous_id(previous)]),
-                key=lambda ident: rules.rank(ident[0]),
-            )
+            ids = with_previous_id(ids, resolver.classify_previous_id(previous), rules)
         if only is not None:
             ids = [ident for ident in ids if ident in only]
         record = item.record
@@ -64,7 +68,7 @@ def resolve(batch: Batch) -> None:
             item.profile_id = graph.resolve_id(item.profile_id)
     batch.context["merges"] = resolver.changes.merges
     batch.context["graph"] = graph
-    _resolve_accounts(batch)
+    resolve_accounts(batch)
 
 
 def account_id_for(workspace_id: str, group_id: str) -> str:
@@ -72,7 +76,7 @@ def account_id_for(workspace_id: str, group_id: str) -> str:
     return f"acc_{digest}"
 
 
-def _resolve_accounts(batch: Batch) -> None:
+def resolve_accounts(batch: Batch) -> None:
     """Group calls name an account by groupId: created on first sight, never merged."""
     groups = {}
     for item in batch.items:

@@ -5,16 +5,23 @@ Both reuse the pipeline's stages, so what they compute is what the pipeline woul
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
 import sqlalchemy as sa
 
+from plait.identity import graph_store
+from plait.identity.bulk import LogIdentities, resolve_all
 from plait.identity.explain import find_profile
-from plait.identity.identifiers import Identifier, normalize
+from plait.identity.identifiers import Identifier
+from plait.identity.identifiers import normalize as normalize_value
+from plait.identity.resolver import Graph
+from plait.identity.stage import alias_previous_id, normalize, resolve, resolve_accounts
 from plait.log import backend_for
 from plait.log.processing import Batch, Item
-from plait.pipeline.runner import STAGES, Pipeline, consumer_name, load_rules
+from plait.pipeline.runner import BATCH_SIZE, STAGES, Pipeline, consumer_name, load_rules
+from plait.profiles.stage import update_profiles
 from plait.store import Store
 from plait.store.db import now_ms
 from plait.store.schema import (
@@ -46,17 +53,59 @@ def reset(conn: sa.Connection, workspace_id: str) -> None:
     conn.execute(checkpoints.delete().where(checkpoints.c.consumer == consumer_name(workspace_id)))
 
 
-def rebuild(store: Store, workspace_id: str, progress=None) -> int:
+def rebuild(
+    store: Store, workspace_id: str, progress: Callable[[str, int], None] | None = None
+) -> int:
     """Recompute the identity graph and profiles from the whole log; returns the number of
-    messages processed. On the same log the result equals the incremental state."""
-    with store.write() as conn:
+    messages processed. On the same log the result equals the incremental state.
+
+    In two passes. Identity: every message's identifiers are read and the whole log is
+    resolved at once (identity/bulk.py: the Resolver's result, in bulk), with no lock
+    held; then the new graph replaces the old in one transaction. Profiles: the pipeline's batches,
+    each message's profile known already; messages that arrived meanwhile are resolved as
+    usual. A pipeline worker running meanwhile finds the graph complete and gives
+    messages the same profiles. ``progress`` hears ("identity" | "profiles", messages)."""
+    log = backend_for(store)
+    identities = LogIdentities()
+    graph = Graph(workspace_id)
+    with store.engine.connect() as conn:
+        rules = load_rules(conn, workspace_id)
+        graph_store.load_removals(conn, graph)
+        after = 0
+        while records := log.read(after, BATCH_SIZE, workspace_id, conn):
+            batch = Batch(workspace_id, [Item(r) for r in records], conn, {"rules": rules})
+            normalize(batch)
+            for item in batch.items:
+                record, previous = item.record, alias_previous_id(item.message, rules)
+                identities.add(
+                    record.offset, record.message_id, item.timestamp_ms, item.identifiers, previous
+                )
+            after = records[-1].offset
+            if progress is not None:
+                progress("identity", len(records))
+    changes, profile_of = resolve_all(graph, rules, identities)
+    del identities
+    with store.write(derived=True) as conn:  # the write lock only to swap the graphs
         reset(conn, workspace_id)
-    pipeline = Pipeline(store)
+        graph_store.save(conn, graph, changes)
+    last = after
+
+    def known_profiles(batch: Batch) -> None:
+        if batch.items[-1].record.offset > last:  # arrived during the rebuild
+            resolve(batch)
+            return
+        for item in batch.items:
+            item.profile_id = profile_of.get(item.record.offset)
+        batch.context["merges"] = []
+        batch.context["graph"] = Graph(workspace_id)  # the profile ids are final already
+        resolve_accounts(batch)
+
+    pipeline = Pipeline(store, stages=(normalize, known_profiles, update_profiles))
     total = 0
     while (count := pipeline.run_batch(workspace_id)) > 0:
         total += count
         if progress is not None:
-            progress(count)
+            progress("profiles", count)
     return total
 
 
@@ -144,7 +193,7 @@ def _identifier(text: str, rules) -> Identifier:
     type_name, sep, value = text.partition(":")
     if not sep or not value:
         raise ValueError(f"{text!r}: write an identifier as type:value, e.g. email:jo@x.com")
-    return type_name, normalize(type_name, value, rules) or value
+    return type_name, normalize_value(type_name, value, rules) or value
 
 
 def _forget(conn: sa.Connection, profile_id: str) -> None:
