@@ -12,6 +12,7 @@ from log_messages import append
 from plait.identity.explain import explain, find_profile
 from plait.identity.identifiers import extract
 from plait.identity.rules import RulesError, default_rules, from_dict
+from plait.log import backend_for
 from plait.pipeline.maintenance import rebuild, unmerge
 from plait.pipeline.runner import Pipeline, consumer_name
 from plait.store.schema import (
@@ -355,6 +356,24 @@ def test_messages_arriving_during_a_rebuild_are_resolved_as_usual(store, ws):
     assert profile_of(store, ws, "anonymous_id:d9") == profile_of(store, ws, "user_id:u1")
     rebuild(store, ws)  # all of it in one go this time
     assert derived_state(store, ws) == during
+
+
+def test_a_merge_keeps_the_earliest_group_call_as_the_membership(store, ws):
+    append(store, ws, [
+        {"type": "page", "anonymousId": "d1"},  # the older profile
+        {"type": "group", "anonymousId": "d2", "groupId": "g"},  # the younger joins first
+        {"type": "group", "anonymousId": "d1", "groupId": "g"},
+        {"type": "identify", "anonymousId": "d1", "userId": "u1"},
+        {"type": "identify", "anonymousId": "d2", "userId": "u1"},  # merges them
+    ])  # fmt: skip
+    Pipeline(store, batch_size=1).catch_up(ws)
+    with store.engine.connect() as conn:
+        offsets = conn.scalars(sa.select(account_members.c.log_offset)).all()
+    first_group_call = min(r.offset for r in backend_for(store).read(0, 10) if r.type == "group")
+    assert offsets == [first_group_call]
+    incremental = derived_state(store, ws)
+    rebuild(store, ws)
+    assert derived_state(store, ws) == incremental
 
 
 def test_concurrent_workers_never_process_a_message_twice(store, ws):

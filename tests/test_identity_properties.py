@@ -119,8 +119,17 @@ alias = st.fixed_dictionaries(
 )
 
 
+group = st.fixed_dictionaries(
+    {
+        "type": st.just("group"),
+        "anonymousId": st.sampled_from([f"a{i}" for i in range(6)]),
+        "groupId": st.sampled_from(["g0", "g1"]),
+    }
+)
+
+
 @SETTINGS
-@given(stream=st.lists(st.one_of(message, alias), min_size=1, max_size=25))
+@given(stream=st.lists(st.one_of(message, alias, group), min_size=1, max_size=25))
 def test_a_rebuild_equals_the_incremental_state_where_limits_refuse_merges(shared_store, stream):
     ws = new_workspace(shared_store, rules=None)  # Segment's limits: one user id a profile
     append(shared_store, ws, stream)

@@ -71,8 +71,18 @@ def _move_rows(conn: sa.Connection, moves: list[tuple[str, str]]) -> None:
 
 
 def _add_members(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
-    """The earliest group call makes the membership; later ones change nothing."""
-    upsert(conn, account_members, rows, ["account_id", "profile_id"], update=False)
+    """The earliest group call (in log order) makes the membership; later ones change
+    nothing. A merge brings the merged profile's memberships to its survivor, where the
+    earlier of two wins, as a rebuild (which sees the final profiles) decides it."""
+    earliest: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["account_id"], row["profile_id"])
+        if key not in earliest or row["log_offset"] < earliest[key]["log_offset"]:
+            earliest[key] = row
+    upsert(
+        conn, account_members, list(earliest.values()), ["account_id", "profile_id"],
+        update_if=lambda offered: offered.log_offset < account_members.c.log_offset,
+    )  # fmt: skip
 
 
 def _update_traits(batch: Batch, graph: Graph, merges: list[Merge]) -> None:
