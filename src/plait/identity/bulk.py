@@ -135,7 +135,9 @@ def resolve_all(graph: Graph, rules: Rules, log: LogIdentities) -> tuple[Changes
     low, high = np.minimum(anchors_of, other_codes), np.maximum(anchors_of, other_codes)
     _, first_link = np.unique(low * n_codes + high, return_index=True)
     first_link.sort()  # in log order: others are stored message after message
-    events = np.union1d(np.flatnonzero(founding), other_message[first_link])
+    changing = founding.copy()  # the messages that change the graph
+    changing[other_message[first_link]] = True
+    events = np.flatnonzero(changing)
 
     # Union-find over the identifiers, in log order, through the messages that change it.
     parent = list(range(n_codes))
