@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import platform
 import random
 import shutil
 import tempfile
@@ -36,10 +34,8 @@ import time
 import uuid
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
 import sqlalchemy as sa
-from machine import cpu_model
+from machine import describe
 
 from plait.collect.files import FileImport, ImportOptions
 from plait.log import backend_for
@@ -75,6 +71,9 @@ def timed(fn) -> tuple[float, object]:
 
 
 def read_pyarrow(path: Path) -> int:
+    import pyarrow as pa  # loaded by main() before the timing
+    import pyarrow.csv as pacsv
+
     types = {name: pa.string() for name in HEADER}
     table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types))
     return table.num_rows
@@ -111,6 +110,10 @@ def main() -> None:
     parser.add_argument("--database-url", help="a PostgreSQL server (default: embedded SQLite)")
     parser.add_argument("--synchronous", default="FULL", help="SQLite synchronous pragma")
     args = parser.parse_args()
+    # Here, not at the top: ingest.py imports this module (fresh_postgres) and has no use
+    # for pyarrow. Loaded before read_pyarrow is timed.
+    import pyarrow as pa
+    import pyarrow.csv  # noqa: F401
 
     tmp = Path(tempfile.mkdtemp(prefix="plait-import-bench-"))
     pg = None
@@ -127,9 +130,7 @@ def main() -> None:
         workspace = repo.create_workspace("bench")
         source, _ = repo.create_source(workspace["id"], "files", "file")
 
-        print(f"machine: {os.cpu_count()} cores, {cpu_model()}, {platform.system()} "
-              f"{platform.release()}, Python {platform.python_version()}, "
-              f"pyarrow {pa.__version__}")  # fmt: skip
+        print(f"machine: {describe()}, pyarrow {pa.__version__}")
         store_label = store.kind + (
             f" synchronous={args.synchronous}" if store.kind == "sqlite" else ""
         )

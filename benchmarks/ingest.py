@@ -34,7 +34,6 @@ import asyncio
 import base64
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -52,8 +51,10 @@ from pathlib import Path
 import httpx
 import orjson
 import sqlalchemy as sa
-from machine import cpu_model
+from import_files import drop_postgres, fresh_postgres
+from machine import describe
 
+from plait.log import backend_for
 from plait.store import open_store
 from plait.store.workspaces import Workspaces
 
@@ -142,10 +143,10 @@ end
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    'WRKJSON {"requests": %d, "duration_us": %d, "bytes": %d, "connect": %d, "read": %d, ' ..
-    '"write": %d, "status": %d, "timeout": %d, "p50_us": %d, "p99_us": %d, "max_us": %d}\n',
-    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status,
-    e.timeout, latency:percentile(50), latency:percentile(99), latency.max))
+    'WRKJSON {"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, ' ..
+    '"status": %d, "timeout": %d, "p50_us": %d, "p99_us": %d}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
 end
 """
 
@@ -166,7 +167,6 @@ class WrkResult:
     errors: dict
     p50_ms: float
     p99_ms: float
-    max_ms: float
     client_cpu: float  # cores the load generator used
 
     @property
@@ -207,7 +207,6 @@ def run_wrk(args, url: str, script: Path, prefix: str, duration: float, connecti
         errors={k: data[k] for k in ("connect", "read", "write", "status", "timeout")},
         p50_ms=data["p50_us"] / 1000,
         p99_ms=data["p99_us"] / 1000,
-        max_ms=data["max_us"] / 1000,
         client_cpu=cpu / seconds,
     )
 
@@ -258,7 +257,6 @@ class _Conn(asyncio.Protocol):
 
 @dataclass
 class OpenLoopResult:
-    rate: float
     sent: int
     statuses: dict
     latencies_ms: list = field(default_factory=list)
@@ -282,7 +280,7 @@ async def open_loop(host, port, path, auth, template, rate, duration, prefix) ->
         "Content-Type: application/json\r\nContent-Length: "
     ).encode()
     idle: list[_Conn] = []
-    result = OpenLoopResult(rate=rate, sent=0, statuses={})
+    result = OpenLoopResult(sent=0, statuses={})
     tasks = set()
 
     async def one(n: int, scheduled: float) -> None:
@@ -331,7 +329,7 @@ async def open_loop(host, port, path, auth, template, rate, duration, prefix) ->
     return result
 
 
-def _loop_factory():
+def loop_factory():
     try:
         import uvloop  # finer timers and less overhead for the schedule than asyncio's loop
     except ImportError:
@@ -400,30 +398,20 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix="plait-bench-"))
-        self.pg_admin_url = None
-        self.pg_db = None
+        self.pg = None  # (admin url, database name) of the fresh PostgreSQL database
         if args.database_url:
-            self.url = self._fresh_postgres(args.database_url)
+            self.url, *self.pg = fresh_postgres(args.database_url)
         else:
             self.url = f"sqlite:///{self.tmp / 'plait.db'}"
         self.store = open_store(self.url, args.synchronous)
+        self.log = backend_for(self.store)
         repo = Workspaces(self.store)
         ws = repo.create_workspace("bench", "Benchmark")
-        source, self.write_key = repo.create_source(ws["id"], "bench", "server")
+        _, self.write_key = repo.create_source(ws["id"], "bench", "server")
         self.auth = "Basic " + base64.b64encode(f"{self.write_key}:".encode()).decode()
-        self.workspace_id = ws["id"]
         self.port = free_port()
         self.server: subprocess.Popen | None = None
-
-    def _fresh_postgres(self, url: str) -> str:
-        admin = sa.engine.make_url(url).set(drivername="postgresql+psycopg")
-        self.pg_admin_url = admin
-        self.pg_db = f"plait_bench_{uuid.uuid4().hex[:10]}"
-        engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{self.pg_db}"'))
-        engine.dispose()
-        return admin.set(database=self.pg_db).render_as_string(hide_password=False)
+        self.server_log = None
 
     def start_server(self) -> None:
         env = dict(os.environ)
@@ -467,23 +455,19 @@ class Bench:
                 self.server.wait(20)
             except subprocess.TimeoutExpired:
                 self.server.kill()
+        if self.server_log is not None:
+            self.server_log.close()
+        self.log.close()
         self.store.dispose()
-        if self.pg_db and not self.args.keep:
-            engine = sa.create_engine(self.pg_admin_url, isolation_level="AUTOCOMMIT")
-            with engine.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.pg_db}" WITH (FORCE)'))
-            engine.dispose()
+        if self.pg and not self.args.keep:
+            drop_postgres(*self.pg)
         if self.args.keep:
             print(f"kept {self.tmp}")
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     def count(self) -> int:
-        if self.store.kind == "sqlite":
-            with sqlite3.connect(self.store.url.database) as conn:
-                return conn.execute("SELECT count(*) FROM log_messages").fetchone()[0]
-        with self.store.engine.connect() as conn:
-            return conn.execute(sa.text("SELECT count(*) FROM log_messages")).scalar_one()
+        return self.log.count()
 
     def settled_count(self) -> int:
         """The row count once in-flight requests (sent before the client stopped) landed."""
@@ -616,7 +600,7 @@ def latency_phase(bench: Bench, template: str, rate: float, prefix: str) -> Open
     args = bench.args
     before = bench.count()
     usage = Usage(bench.server.pid)
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         res = runner.run(
             open_loop(
                 "127.0.0.1",
@@ -647,10 +631,7 @@ def run(args) -> dict:
         bench.start_server()
         batch_t, track_t = batch_template(), track_template()
         per_event = len(fill(batch_t, "b0a1b2c-1-12345")) / BATCH_SIZE
-        machine = (
-            f"{os.cpu_count()} cores (nproc), {cpu_model()}, {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}"
-        )
+        machine = describe()
         results.update(machine=machine, store=bench.store_settings(), workers=args.workers)
         print(f"machine: {machine}")
         print(f"store:   {results['store']}")

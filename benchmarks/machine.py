@@ -1,5 +1,6 @@
 """What the benchmarks print about the machine they ran on."""
 
+import os
 import platform
 from pathlib import Path
 
@@ -12,3 +13,11 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def describe() -> str:
+    """Cores, CPU model, operating system and Python, on one line."""
+    return (
+        f"{os.cpu_count()} cores (nproc), {cpu_model()}, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}"
+    )

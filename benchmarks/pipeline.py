@@ -51,7 +51,6 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import shutil
 import signal
 import sqlite3
@@ -61,17 +60,20 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import numpy as np
 import orjson
 import sqlalchemy as sa
-from ingest import Usage, _loop_factory, free_port
-from machine import cpu_model
+from ingest import Usage, free_port, loop_factory
+from machine import describe
 
 from plait.collect.ingest import prepare
 from plait.demo import AREA_CODES, EMAIL_DOMAINS, FIRST_NAMES, LAST_NAMES, Cast, batches
@@ -147,17 +149,20 @@ def fill_log(store, ws: str, source: str, cast: Cast, events: int, chunk: int = 
     appended = lost = 0
     last = cast.begin
     started = time.perf_counter()
-    while appended < events:
-        messages = list(islice(stream, chunk))
-        if not messages:
-            break
-        env = Enrichment(received_at=datetime.now(UTC), workspace_id=ws, source_id=source)
-        prepared = prepare(messages, None, env)
-        rows = prepared.rows[: events - appended]
-        lost += len(prepared.rejected) + len(rows) - log.append(rows)
-        appended += len(rows)
-        last = parse_timestamp(orjson.loads(rows[-1][5])["timestamp"]).timestamp()
-        progress(appended - len(rows), appended, events, time.perf_counter() - started)
+    try:
+        while appended < events:
+            messages = list(islice(stream, chunk))
+            if not messages:
+                break
+            env = Enrichment(received_at=datetime.now(UTC), workspace_id=ws, source_id=source)
+            prepared = prepare(messages, None, env)
+            rows = prepared.rows[: events - appended]
+            lost += len(prepared.rejected) + len(rows) - log.append(rows)
+            appended += len(rows)
+            last = parse_timestamp(orjson.loads(rows[-1][5])["timestamp"]).timestamp()
+            progress(appended - len(rows), appended, events, time.perf_counter() - started)
+    finally:
+        log.close()
     if appended < events and sys.stdout.isatty():
         print()  # the stream ended first: end the progress line
     return appended, lost, time.perf_counter() - started, last
@@ -332,11 +337,13 @@ def send_load(url, write_key, rate, events, seed, concurrency, started, results)
     """The background load, in its own process so that posting it does not delay the
     probes' clock: ``events`` demo messages at ``rate``, made before the clock starts."""
     tune_gc()
-    people = math.ceil(events / 38) + 10  # the demo makes ~41 messages per person
+    # Enough people for 38 messages each (+10): the demo averages ~41, so the stream
+    # does not run out before ``events``.
+    people = math.ceil(events / 38) + 10
     ready = list(batches(islice(Cast(people, seed).messages(), events), 100))
     started.set()
     cpu = time.process_time()
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         out = runner.run(paced_load(url, write_key, ready, rate, concurrency))
     results.put({**out, "cpu": time.process_time() - cpu})
 
@@ -344,9 +351,9 @@ def send_load(url, write_key, rate, events, seed, concurrency, started, results)
 async def paced_load(url: str, write_key: str, ready, rate: float, concurrency: int) -> dict:
     """Batches (of serialized messages) leave on a fixed schedule, the k-th message at
     k / rate s, whatever the replies' latency, with up to ``concurrency`` requests in
-    flight; ``lag_s`` says how far behind the schedule it fell. (plait.demo.send paces each
-    batch from when it is ready, so making the batches slows it down: at 5,000/s it sent
-    ~3,900/s here.)"""
+    flight; ``lag_s`` says how far behind the schedule it fell. (plait.demo.send makes its
+    batches while it sends and, once behind, makes up at most one batch; here the batches
+    are ready beforehand and, once behind, each leaves as soon as a request slot is free.)"""
     out = {"sent": 0, "accepted": 0, "rejected": 0, "failed": 0, "lag_s": 0.0}
     errors = out["errors"] = Counter()
     slots = asyncio.Semaphore(concurrency)
@@ -524,14 +531,15 @@ def freshness_phase(args, tmp: Path) -> dict:
             poll_slots=asyncio.Semaphore(args.poll_concurrency),
         )
         start = time.perf_counter()
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(run_probes(probes, args.probes, start, args.duration))
         sent = results.get(timeout=args.duration * 3 + 120)
         seconds = time.perf_counter() - start
         behind = backlog(store, ws)
-        catch_up = wait_caught_up(store, ws)
+        # CPU over the load only, not the catch-up after it.
         client_cpu = (sent["cpu"] + time.process_time() - cpu0) / (time.perf_counter() - start)
         cores = usage.stop(client_cpu)
+        catch_up = wait_caught_up(store, ws)
     finally:
         if load is not None:
             load.join(10)
@@ -697,6 +705,34 @@ def _people_links(rng, people: int, days: float) -> Links:
     return Links(idents, a[order], b[order], ts[order], people)
 
 
+class LinkLists(NamedTuple):
+    left: list  # each link's anchor identifier, in log order
+    right: list  # each link's other identifier
+    ts: list | None  # each link's event time (ms), when asked for
+    people: int
+    seconds: float  # to make them (demo_links and the lists)
+
+
+@contextmanager
+def link_lists(n_links: int, seed: int, times: bool = False) -> Iterator[LinkLists]:
+    """demo_links as lists of identifiers, the arrays dropped, and the lists out of the
+    collector's reach (gc.freeze) until the block ends: they are the input, not the
+    algorithms' state, and must not slow down the collections the algorithms cause."""
+    t0 = time.perf_counter()
+    links = demo_links(n_links, seed)
+    left = [links.idents[i] for i in links.a.tolist()]
+    right = [links.idents[i] for i in links.b.tolist()]
+    ts = links.ts.tolist() if times else None
+    out = LinkLists(left, right, ts, links.people, time.perf_counter() - t0)
+    del links, left, right, ts
+    gc.collect()
+    gc.freeze()
+    try:
+        yield out
+    finally:
+        gc.unfreeze()
+
+
 def scipy_components(left: list, right: list) -> dict:
     """Factorize the identifiers (a dict), build the graph, connected_components."""
     from scipy.sparse import csr_matrix
@@ -729,9 +765,10 @@ def plait_components(log: LogIdentities) -> dict:
     """The rebuild's clustering: every link a message with two identifiers, in log order,
     resolved at once as `plait rebuild` does (plait.identity.bulk.resolve_all)."""
     limits = {name: {"limit": 1_000_000} for name in BUILT_IN_TYPES}  # none can trigger
+    rules = from_dict({"identifiers": limits})
     graph = Graph("ws_bench")
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    changes, _ = resolve_all(graph, from_dict({"identifiers": limits}), log)
+    changes, _ = resolve_all(graph, rules, log)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     return {"total_s": wall, "cpu_s": cpu, "graph": graph, "merges": len(changes.merges)}
 
@@ -764,21 +801,13 @@ def best_of(runs: int, measure) -> dict:
 
 
 def clustering_phase(args) -> dict:
-    t0 = time.perf_counter()
-    links = demo_links(args.links, args.seed)
-    left = [links.idents[i] for i in links.a.tolist()]
-    right = [links.idents[i] for i in links.b.tolist()]
-    ts = links.ts.tolist()
-    print(
-        f"  links: {len(left):,} from {links.people:,} demo-shaped people "
-        f"({len(set(left) | set(right)):,} identifiers), generated in "
-        f"{time.perf_counter() - t0:.1f} s (not measured); best of {args.repeat} run(s) each"
-    )
-    del links
-    # The input is not the algorithms' state: keep the collector from walking it.
-    gc.collect()
-    gc.freeze()
-    try:
+    with link_lists(args.links, args.seed, times=True) as links:
+        left, right, ts = links.left, links.right, links.ts
+        print(
+            f"  links: {len(left):,} from {links.people:,} demo-shaped people "
+            f"({len(set(left) | set(right)):,} identifiers), generated in "
+            f"{links.seconds:.1f} s (not measured); best of {args.repeat} run(s) each"
+        )
         sp = best_of(args.repeat, lambda: scipy_components(left, right))
         print(
             f"  scipy {_scipy_version()}: {secs(sp['total_s'])} = factorize (dict) "
@@ -789,8 +818,6 @@ def clustering_phase(args) -> dict:
         for offset, (x, y, t) in enumerate(zip(left, right, ts, strict=True), 1):
             log.add(offset, "msg", t, [x, y])
         pl = best_of(args.repeat, lambda: plait_components(log))
-    finally:
-        gc.unfreeze()
     ok, detail = same_partition(sp, pl.pop("graph"))
     ratio = pl["total_s"] / sp["total_s"]
     merges = pl["merges"]
@@ -865,10 +892,7 @@ def summary(results: dict) -> None:
 
 
 def run(args) -> dict:
-    machine = (
-        f"{os.cpu_count()} cores (nproc), {cpu_model()}, {platform.system()} "
-        f"{platform.release()}, Python {platform.python_version()}"
-    )
+    machine = describe()
     print(f"machine: {machine}")
     results: dict = {"machine": machine, "args": vars(args)}
     tmp = Path(tempfile.mkdtemp(prefix="plait-bench-pipeline-"))

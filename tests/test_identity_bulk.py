@@ -109,6 +109,7 @@ def test_bulk_resolution_equals_the_resolver(raw, rules_index, removals):
     expected = state(expected_graph, *one_by_one(expected_graph, rules, msgs), offsets)
     graph = graph_with(removals)
     changes, assigned = resolve_all(graph, rules, columns(msgs))
+    assigned = dict(zip(offsets, assigned.profiles(offsets), strict=True))
     assert state(graph, changes, assigned, offsets) == expected
 
 
@@ -128,5 +129,6 @@ def test_a_limit_sends_only_its_cluster_to_the_resolver():
     owner = {i: p.id for i, p in graph.owner.items()}
     assert owner[("user_id", "u1")] == owner[("anonymous_id", "a1")] != owner[("user_id", "u2")]
     assert owner[("user_id", "u3")] == owner[("anonymous_id", "a4")]
-    assert assigned.get(2) == owner[("user_id", "u2")]
+    assert assigned.profiles([2]) == [owner[("user_id", "u2")]]
+    assert set(assigned.resolved_again) == {1, 2}  # the Resolver did u1-u2's cluster only
     assert len(changes.new_profiles) == 3 and not changes.merges

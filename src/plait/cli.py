@@ -671,21 +671,19 @@ def profiles_explain(
 ):
     """Why a profile is one person: identifiers, the edges (and the messages that made
     them), merges and unmerges."""
-    from plait.identity.explain import ProfileNotFound, explain, find_profile
-    from plait.pipeline.runner import load_rules
+    from plait.identity.explain import ProfileNotFound, explain_ref
 
     repo, ws_id = _repo_and_workspace(workspace)
     try:
         with repo.store.engine.connect() as conn:
-            profile_id = find_profile(conn, ws_id, ref, load_rules(conn, ws_id))
-            why = explain(conn, ws_id, profile_id)
+            why = explain_ref(conn, ws_id, ref)
     except ProfileNotFound as exc:
         fail(str(exc))
     if as_json:
         _print_json(why)
         return
-    console.print(f"[bold]{profile_id}[/]" + (f"  (merged: {', '.join(why['merged_ids'])})"
-                                             if why["merged_ids"] else ""))  # fmt: skip
+    merged = f"  (merged: {', '.join(why['merged_ids'])})" if why["merged_ids"] else ""
+    console.print(f"[bold]{why['profile_id']}[/]{merged}")
     table = Table("identifier", "first seen in message", "offset")
     for ident in why["identifiers"]:
         table.add_row(f"{ident['type']}:{ident['value']}", ident["message_id"],
@@ -702,9 +700,9 @@ def profiles_explain(
             console.print(f"merged {item['other_id']} into {item['profile_id']} by message "
                           f"{item['message_id']} (offset {item['log_offset']})")  # fmt: skip
         else:
-            removed, why = item["removed"], item.get("reason") or "-"
+            removed, reason = item["removed"], item.get("reason") or "-"
             console.print(f"unmerged {item['profile_id']} -> {item['other_id']}: removed "
-                          f"{removed['type']}:{removed['value']} ({why})")  # fmt: skip
+                          f"{removed['type']}:{removed['value']} ({reason})")  # fmt: skip
 
 
 @profiles_app.command("unmerge")

@@ -7,22 +7,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from plait.api.admin import ApiError, _json_body, endpoint, json_response
-from plait.identity.explain import ProfileNotFound, explain, find_profile
-from plait.identity.rules import RulesError, default_rules, from_dict
+from plait.api.admin import ApiError, _json_body, _repo, endpoint, json_response
+from plait.api.workspace_file import identity_rules
+from plait.identity.explain import ProfileNotFound, explain_ref
+from plait.identity.rules import RulesError, from_dict
 from plait.pipeline.maintenance import rebuild, unmerge
-from plait.pipeline.runner import load_rules
-from plait.store.workspaces import TokenAuth, Workspaces
-
-
-def _repo(request: Request) -> Workspaces:
-    return request.app.state.workspaces
+from plait.store.workspaces import TokenAuth
 
 
 @endpoint("profiles:read")
 async def get_rules(request: Request, auth: TokenAuth) -> Response:
-    rules = await run_in_threadpool(_repo(request).get_setting, auth.workspace_id, "identity")
-    return json_response(rules or default_rules().to_dict())
+    rules = await run_in_threadpool(identity_rules, _repo(request), auth.workspace_id)
+    return json_response(rules)
 
 
 @endpoint("config:write")
@@ -45,9 +41,7 @@ async def explain_profile(request: Request, auth: TokenAuth) -> Response:
 
     def run():
         with store.engine.connect() as conn:
-            rules = load_rules(conn, auth.workspace_id)
-            profile_id = find_profile(conn, auth.workspace_id, request.path_params["ref"], rules)
-            return explain(conn, auth.workspace_id, profile_id)
+            return explain_ref(conn, auth.workspace_id, request.path_params["ref"])
 
     try:
         return json_response(await run_in_threadpool(run))

@@ -11,7 +11,8 @@ documentation shows them.
 
 Differences from Segment: events cover the whole history (Segment: 14 days), and
 ``GET .../collections/{collection}/profiles?identifier=type:value`` (or ``?q=value``, an
-exact value under any identifier type; neither lists every profile) searches profiles:
+exact value under any identifier type; with neither, every profile of the collection, in
+pages) searches profiles:
 ``{"data": [{"segment_id", "collection", "created_at", "external_ids": [...]}], "cursor"}``.
 
 Auth: the access token as the Basic-auth username (empty password), as Segment's, or
@@ -41,14 +42,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from plait.api.admin import error_response, json_response
+from plait.api.admin import ApiError, error_response, json_response
+from plait.identity import graph_store
 from plait.identity.identifiers import extract
-from plait.identity.rules import Rules, from_dict
+from plait.identity.rules import Rules
 from plait.identity.stage import account_id_for
 from plait.profiles import queries
 from plait.profiles.queries import EventWindow, Profile
 from plait.spec.timestamps import format_timestamp, parse_timestamp
-from plait.store.workspaces import NotFound, TokenAuth, Workspaces
+from plait.store.workspaces import NotFound, TokenAuth, read_token, read_workspace
 
 SCOPE = "profiles:read"
 COLLECTIONS = {"users": "user", "accounts": "account"}
@@ -59,18 +61,12 @@ MAX_LIST_ITEMS = 200
 _ID_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,63}$")
 
 
-class ProfileApiError(Exception):
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+def not_found(what: str = "Profile") -> ApiError:
+    return ApiError(404, "not_found", f"{what} was not found.")
 
 
-def not_found(what: str = "Profile") -> ProfileApiError:
-    return ProfileApiError(404, "not_found", f"{what} was not found.")
-
-
-def invalid(param: str, reason: str) -> ProfileApiError:
-    return ProfileApiError(400, "validation_error", f"The parameter `{param}` {reason}.")
+def invalid(param: str, reason: str) -> ApiError:
+    return ApiError(400, "validation_error", f"The parameter `{param}` {reason}.")
 
 
 @dataclass
@@ -110,7 +106,7 @@ def endpoint(handler: Callable[[Call], dict]):
         try:
             data = await run_in_threadpool(_serve, handler, request)
             response = json_response(data)
-        except ProfileApiError as exc:
+        except ApiError as exc:
             response = error_response(exc.status, exc.code, exc.message)
         response.headers["Request-Id"] = str(uuid.uuid4())
         return response
@@ -119,25 +115,25 @@ def endpoint(handler: Callable[[Call], dict]):
 
 
 def _serve(handler: Callable[[Call], dict], request: Request) -> dict:
-    repo: Workspaces = request.app.state.workspaces
-    auth = authenticate(repo, request.headers.get("authorization", ""))
-    try:
-        workspace = repo.get_workspace(request.path_params["space"])
-    except NotFound:
-        raise not_found("Space") from None
-    if workspace["id"] != auth.workspace_id:
-        raise not_found("Space")  # the same answer as for a space that does not exist
-    collection = request.path_params["collection"]
-    if collection not in COLLECTIONS:
-        raise invalid("collection", "must be users or accounts")
-    rules = from_dict(repo.get_setting(workspace["id"], "identity"))
+    """The whole request, from the token to the handler's reads, on one connection."""
     with request.app.state.store.engine.connect() as conn:
+        auth = authenticate(conn, request.headers.get("authorization", ""))
+        try:
+            workspace = read_workspace(conn, request.path_params["space"])
+        except NotFound:
+            raise not_found("Space") from None
+        if workspace["id"] != auth.workspace_id:
+            raise not_found("Space")  # the same answer as for a space that does not exist
+        collection = request.path_params["collection"]
+        if collection not in COLLECTIONS:
+            raise invalid("collection", "must be users or accounts")
+        rules = graph_store.load_rules(conn, workspace["id"])
         call = Call(conn, workspace["id"], rules, collection, COLLECTIONS[collection],
                     request.query_params, request.path_params, request.url.path)  # fmt: skip
         return handler(call)
 
 
-def authenticate(repo: Workspaces, header: str) -> TokenAuth:
+def authenticate(conn: sa.Connection, header: str) -> TokenAuth:
     """The token from Basic auth (as its username, as Segment's) or a Bearer header."""
     scheme, _, credentials = header.partition(" ")
     secret = ""
@@ -149,13 +145,13 @@ def authenticate(repo: Workspaces, header: str) -> TokenAuth:
     elif scheme.lower() == "bearer":
         secret = credentials.strip()
     if not secret:
-        raise ProfileApiError(401, "authentication_error",
-                              "Send the access token as the Basic auth username.")  # fmt: skip
-    auth = repo.authenticate_token(secret)
+        raise ApiError(401, "authentication_error",
+                       "Send the access token as the Basic auth username.")  # fmt: skip
+    auth = read_token(conn, secret)
     if auth is None:
-        raise ProfileApiError(401, "authentication_error", "The access token is not valid.")
+        raise ApiError(401, "authentication_error", "The access token is not valid.")
     if not auth.allows(SCOPE):
-        raise ProfileApiError(403, "forbidden", f"The access token lacks the {SCOPE} scope.")
+        raise ApiError(403, "forbidden", f"The access token lacks the {SCOPE} scope.")
     return auth
 
 

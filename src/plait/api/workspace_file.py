@@ -36,6 +36,11 @@ class ApplyResult:
         return bool(self.created or self.updated or self.disabled)
 
 
+def identity_rules(repo: Workspaces, workspace_id: str) -> dict[str, Any]:
+    """The workspace's identity rules document: as stored, or the defaults if never set."""
+    return repo.get_setting(workspace_id, "identity") or default_rules().to_dict()
+
+
 def parse(text: str) -> dict[str, Any]:
     try:
         doc = yaml.safe_load(text)
@@ -85,7 +90,7 @@ def apply(repo: Workspaces, doc: dict[str, Any], prune: bool = False) -> ApplyRe
     if "identity" in doc:
         # Stored in the normalized form, so an unchanged section is no change.
         rules = from_dict(doc["identity"]).to_dict()
-        if rules != (repo.get_setting(workspace["id"], "identity") or default_rules().to_dict()):
+        if rules != identity_rules(repo, workspace["id"]):
             repo.put_setting(workspace["id"], "identity", rules)
             result.updated.append("identity")
     if prune:
@@ -104,6 +109,6 @@ def export(repo: Workspaces, workspace_ref: str) -> str:
             {"name": s["name"], "type": s["type"], "enabled": bool(s["enabled"])}
             for s in repo.list_sources(workspace["id"])
         ],
-        "identity": repo.get_setting(workspace["id"], "identity") or default_rules().to_dict(),
+        "identity": identity_rules(repo, workspace["id"]),
     }
     return yaml.safe_dump(doc, sort_keys=False)

@@ -47,8 +47,6 @@ class FastPath:
         self.received = received  # the rows' received_at
         # Without a batch sentAt a timestamp stands as sent: a correction by nothing.
         self.correct = ClockSkew(env.received_at, env.sent_at or env.received_at).correct
-        if env.sent_at is not None and env.sent_at_text is None:
-            env.sent_at_text = format_timestamp(env.sent_at)
         self.sent_at_text = env.sent_at_text
         self.context = env.batch_context or None
         self.integrations = env.batch_integrations or None

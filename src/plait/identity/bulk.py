@@ -96,14 +96,16 @@ class ProfilesByOffset:
         self._offsets, self._roots, self._profile_of_root = offsets, roots, profile_of_root
         self.resolved_again: dict[int, str] = {}  # unsafe clusters' messages, by offset
 
-    def get(self, offset: int) -> str | None:
-        found = self.resolved_again.get(offset)
-        if found is not None:
-            return found
-        index = int(np.searchsorted(self._offsets, offset))
-        if index < len(self._offsets) and self._offsets[index] == offset:
-            return self._profile_of_root.get(int(self._roots[index]))
-        return None
+    def profiles(self, offsets: list[int]) -> list[str | None]:
+        """The final profile id (None: no profile) of each message at ``offsets``."""
+        indexes = np.searchsorted(self._offsets, offsets).tolist()
+        found: list[str | None] = []
+        for offset, index in zip(offsets, indexes, strict=True):
+            again = self.resolved_again.get(offset)
+            if again is None and index < len(self._offsets) and self._offsets[index] == offset:
+                again = self._profile_of_root.get(int(self._roots[index]))
+            found.append(again)
+        return found
 
 
 def resolve_all(graph: Graph, rules: Rules, log: LogIdentities) -> tuple[Changes, ProfilesByOffset]:

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from plait.identity import graph_store
 from plait.identity.identifiers import normalize
 from plait.identity.rules import Rules
 from plait.store.schema import identifiers, identity_edges, lineage, profiles
@@ -52,6 +53,13 @@ def _live_id(conn: sa.Connection, workspace_id: str, profile_id: str) -> str:
             return profile_id
         profile_id = row.merged_into
     raise ProfileNotFound(f"profile {profile_id!r} does not resolve")
+
+
+def explain_ref(conn: sa.Connection, workspace_id: str, ref: str) -> dict[str, Any]:
+    """``explain`` for a profile reference as ``find_profile`` takes it, under the
+    workspace's identity rules."""
+    rules = graph_store.load_rules(conn, workspace_id)
+    return explain(conn, workspace_id, find_profile(conn, workspace_id, ref, rules))
 
 
 def explain(conn: sa.Connection, workspace_id: str, profile_id: str) -> dict[str, Any]:

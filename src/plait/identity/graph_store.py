@@ -1,4 +1,5 @@
-"""The identity graph in the state store: load the part a batch needs, write what changed."""
+"""The identity graph in the state store: load the part a batch needs (and the workspace's
+rules and removals), write what changed."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import sqlalchemy as sa
 
 from plait.identity.identifiers import Identifier
 from plait.identity.resolver import Changes, Graph, Profile, edge
+from plait.identity.rules import Rules, from_dict
 from plait.store.bulk import insert_rows, select_in, update_many
 from plait.store.schema import identifiers, identity_edges, identity_removals, lineage, profiles
+from plait.store.workspaces import read_setting
 
 IDENTIFIER_COLUMNS = (
     "workspace_id", "type", "value", "profile_id", "first_seen", "last_seen", "log_offset",
@@ -20,6 +23,11 @@ EDGE_COLUMNS = (
     "workspace_id", "a_type", "a_value", "b_type", "b_value", "profile_id", "log_offset",
     "message_id", "timestamp",
 )  # fmt: skip
+
+
+def load_rules(conn: sa.Connection, workspace_id: str) -> Rules:
+    """The workspace's identity rules (the defaults if never set)."""
+    return from_dict(read_setting(conn, workspace_id, "identity"))
 
 
 def load_removals(conn: sa.Connection, graph: Graph) -> None:
@@ -82,24 +90,23 @@ def load_profiles(conn: sa.Connection, graph: Graph, profile_ids: Iterable[str])
         graph.add_profile(profile)
 
 
-def save(conn: sa.Connection, graph: Graph, changes: Changes, kind: str = "user") -> None:
+def insert_profiles(
+    conn: sa.Connection, workspace_id: str, kind: str, rows: list[tuple[str, int, int]]
+) -> None:
+    """New profiles of one kind ("user" or "account"): (id, first offset, created at)."""
+    insert_rows(
+        conn, profiles, ("id", "workspace_id", "kind", "first_offset", "created_at"),
+        [(pid, workspace_id, kind, first_offset, created_at)
+         for pid, first_offset, created_at in rows],
+    )  # fmt: skip
+
+
+def save(conn: sa.Connection, graph: Graph, changes: Changes) -> None:
     """Write a batch's changes; every row names the profile its identifiers ended in."""
     ws, final = graph.workspace_id, graph.resolve_id
-    if changes.new_profiles:
-        conn.execute(
-            profiles.insert(),
-            [
-                {
-                    "id": p.id,
-                    "workspace_id": ws,
-                    "kind": kind,
-                    "first_offset": p.first_offset,
-                    "created_at": p.created_at,
-                    "merged_into": None,
-                }
-                for p in changes.new_profiles
-            ],  # fmt: skip
-        )
+    insert_profiles(
+        conn, ws, "user", [(p.id, p.first_offset, p.created_at) for p in changes.new_profiles]
+    )
     moves = [(final(m.survivor), m.merged) for m in changes.merges]
     for table in (identifiers, identity_edges):
         update_many(conn, table, "profile_id", "profile_id", moves)
@@ -131,22 +138,11 @@ def save(conn: sa.Connection, graph: Graph, changes: Changes, kind: str = "user"
         new_rows.append((ws, ident[0], ident[1], owner.id, ts, last_seen, offset, message_id))
     insert_rows(conn, identifiers, IDENTIFIER_COLUMNS, new_rows)
     new_idents = {row[0] for row in changes.new_identifiers}
-    updates = [
-        {"w": ws, "t": ident[0], "v": ident[1], "seen": ts}
-        for ident, ts in changes.last_seen.items()
-        if ident not in new_idents
-    ]
-    if updates:
-        conn.execute(
-            identifiers.update()
-            .where(
-                identifiers.c.workspace_id == sa.bindparam("w"),
-                identifiers.c.type == sa.bindparam("t"),
-                identifiers.c.value == sa.bindparam("v"),
-            )
-            .values(last_seen=sa.bindparam("seen")),
-            updates,
-        )
+    update_many(
+        conn, identifiers, "last_seen", ("workspace_id", "type", "value"),
+        [(ts, ws, ident[0], ident[1]) for ident, ts in changes.last_seen.items()
+         if ident not in new_idents],
+    )  # fmt: skip
     insert_rows(
         conn, identity_edges, EDGE_COLUMNS,
         [(ws, a[0], a[1], b[0], b[1], final(pid), offset, message_id, ts)

@@ -108,10 +108,14 @@ def with_previous_id(ids: list[Identifier], previous: Identifier, rules: Rules) 
     return sorted(dict.fromkeys([*ids, previous]), key=lambda ident: rules.rank(ident[0]))
 
 
-def profile_id_for(workspace_id: str, offset: int) -> str:
+def derived_id(prefix: str, workspace_id: str, key: object) -> str:
     """Deterministic: a rebuild over the same log gives the same ids."""
-    digest = hashlib.blake2b(f"{workspace_id}:{offset}".encode(), digest_size=12).hexdigest()
-    return f"prf_{digest}"
+    digest = hashlib.blake2b(f"{workspace_id}:{key}".encode(), digest_size=12).hexdigest()
+    return f"{prefix}_{digest}"
+
+
+def profile_id_for(workspace_id: str, offset: int) -> str:
+    return derived_id("prf", workspace_id, offset)
 
 
 class Resolver:
@@ -141,7 +145,7 @@ class Resolver:
                     break
             else:
                 # The common case: a known person's known identifiers. Nothing can break
-                # a limit; this runs once per message (and per link in a rebuild).
+                # a limit; this runs once per message.
                 self._touch(profile, ids, offset, message_id, timestamp_ms)
                 return profile.id
         ids = list(ids)

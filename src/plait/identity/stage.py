@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import orjson
-import sqlalchemy as sa
 
 from plait.identity import graph_store
 from plait.identity.identifiers import extract
 from plait.identity.identifiers import normalize as normalize_value
-from plait.identity.resolver import Resolver, with_previous_id
+from plait.identity.resolver import Resolver, derived_id, with_previous_id
 from plait.identity.rules import Rules
 from plait.log.processing import Batch
 from plait.spec.timestamps import parse_timestamp
-from plait.store.bulk import chunks
-from plait.store.schema import identifiers, profiles
+from plait.store.bulk import insert_rows, select_in
+from plait.store.schema import identifiers
 
 ACCOUNT_TYPE = "group_id"  # accounts' identifier type; a person type may not take the name
 
@@ -72,8 +69,7 @@ def resolve(batch: Batch) -> None:
 
 
 def account_id_for(workspace_id: str, group_id: str) -> str:
-    digest = hashlib.blake2b(f"{workspace_id}:{group_id}".encode(), digest_size=12).hexdigest()
-    return f"acc_{digest}"
+    return derived_id("acc", workspace_id, group_id)
 
 
 def resolve_accounts(batch: Batch) -> None:
@@ -87,44 +83,24 @@ def resolve_accounts(batch: Batch) -> None:
                 groups.setdefault(group_id, item)
     if not groups:
         return
-    known = set()
-    for part in chunks(list(groups)):
-        query = sa.select(identifiers.c.value).where(
-            identifiers.c.workspace_id == batch.workspace_id,
-            identifiers.c.type == ACCOUNT_TYPE,
-            identifiers.c.value.in_(part),
+    known = {
+        value
+        for (value,) in select_in(
+            batch.conn,
+            "SELECT value FROM identifiers WHERE workspace_id = ? AND type = ? "
+            "AND value IN ({keys})",
+            list(groups),
+            (batch.workspace_id, ACCOUNT_TYPE),
         )
-        known.update(batch.conn.scalars(query))
+    }
     new = [(group_id, item) for group_id, item in groups.items() if group_id not in known]
-    if not new:
-        return
-    batch.conn.execute(
-        profiles.insert(),
-        [
-            {
-                "id": item.account_id,
-                "workspace_id": batch.workspace_id,
-                "kind": "account",
-                "first_offset": item.record.offset,
-                "created_at": item.timestamp_ms,
-                "merged_into": None,
-            }
-            for _, item in new
-        ],  # fmt: skip
-    )
-    batch.conn.execute(
-        identifiers.insert(),
-        [
-            {
-                "workspace_id": batch.workspace_id,
-                "type": ACCOUNT_TYPE,
-                "value": group_id,
-                "profile_id": item.account_id,
-                "first_seen": item.timestamp_ms,
-                "last_seen": item.timestamp_ms,
-                "log_offset": item.record.offset,
-                "message_id": item.record.message_id,
-            }
-            for group_id, item in new
-        ],  # fmt: skip
-    )
+    graph_store.insert_profiles(
+        batch.conn, batch.workspace_id, "account",
+        [(item.account_id, item.record.offset, item.timestamp_ms) for _, item in new],
+    )  # fmt: skip
+    insert_rows(
+        batch.conn, identifiers, graph_store.IDENTIFIER_COLUMNS,
+        [(batch.workspace_id, ACCOUNT_TYPE, group_id, item.account_id, item.timestamp_ms,
+          item.timestamp_ms, item.record.offset, item.record.message_id)
+         for group_id, item in new],
+    )  # fmt: skip

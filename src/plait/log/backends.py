@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from plait.log.dedup import RecentMessageIds, now_us
 from plait.store import Store
+from plait.store.bulk import mark, select_in
 from plait.store.db import now_ms
 from plait.store.schema import checkpoints, log_messages
 
@@ -89,25 +90,22 @@ class LogBackend:
         """Records with offset > ``after``, in offset order (in ``conn``'s transaction
         when given). Plain SQL through the driver: the pipeline reads every row, and
         SQLAlchemy's row objects cost ~10% of its time."""
-        mark = "?" if self.store.engine.dialect.paramstyle == "qmark" else "%s"
-        where = f"log_offset > {mark}" + (f" AND workspace_id = {mark}" if workspace_id else "")
+        p = mark(self.store.engine.dialect)
+        where = f"log_offset > {p}" + (f" AND workspace_id = {p}" if workspace_id else "")
         sql = (
             f"SELECT {_READ_COLUMNS} FROM log_messages WHERE {where} "
             f"ORDER BY log_offset LIMIT {int(limit)}"
         )
+        if conn is None:
+            with self.store.engine.connect() as own:
+                return self.read(after, limit, workspace_id, own)
         params = (after, workspace_id) if workspace_id else (after,)
-        if conn is not None:
-            return [LogRecord(*row) for row in conn.exec_driver_sql(sql, params)]
-        with self.store.engine.connect() as own:
-            return [LogRecord(*row) for row in own.exec_driver_sql(sql, params)]
+        return [LogRecord(*row) for row in conn.exec_driver_sql(sql, params)]
 
     def read_offsets(self, offsets: list[int], conn: sa.Connection) -> list[LogRecord]:
         """The records at these offsets, in offset order."""
-        found: list[LogRecord] = []
-        for start in range(0, len(offsets), 500):
-            part = offsets[start : start + 500]
-            query = sa.select(log_messages).where(log_messages.c.log_offset.in_(part))
-            found += [LogRecord(*row) for row in conn.execute(query)]
+        sql = f"SELECT {_READ_COLUMNS} FROM log_messages WHERE log_offset IN ({{keys}})"
+        found = [LogRecord(*row) for row in select_in(conn, sql, offsets)] if offsets else []
         return sorted(found, key=lambda record: record.offset)
 
     def iter_all(self, after: int = 0, chunk: int = 5000) -> Iterator[LogRecord]:
@@ -272,6 +270,10 @@ class PostgresLogBackend(LogBackend):
         "ORDER BY seq ON CONFLICT (workspace_id, message_id) DO NOTHING"
     )
 
+    def __init__(self, store: Store):
+        super().__init__(store)
+        self._staging_on = None  # the writer connection that has the staging table
+
     def _insert(self, conn, rows: Sequence[Row]) -> int:
         cur = conn.cursor()
         try:
@@ -281,7 +283,9 @@ class PostgresLogBackend(LogBackend):
             if len(rows) < self.copy_from_rows:
                 cur.executemany(self.insert_sql, rows)
                 return cur.rowcount  # psycopg sums rowcount over executemany
-            cur.execute(self._STAGING)
+            if self._staging_on is not conn:  # once a connection (a failure closes it)
+                cur.execute(self._STAGING)
+                self._staging_on = conn
             with cur.copy(self._COPY) as copy:
                 for row in rows:
                     copy.write_row(row)

@@ -17,10 +17,11 @@ from plait.identity.explain import find_profile
 from plait.identity.identifiers import Identifier
 from plait.identity.identifiers import normalize as normalize_value
 from plait.identity.resolver import Graph
+from plait.identity.rules import Rules
 from plait.identity.stage import alias_previous_id, normalize, resolve, resolve_accounts
 from plait.log import backend_for
 from plait.log.processing import Batch, Item
-from plait.pipeline.runner import BATCH_SIZE, STAGES, Pipeline, consumer_name, load_rules
+from plait.pipeline.runner import BATCH_SIZE, STAGES, Pipeline, consumer_name
 from plait.profiles.stage import update_profiles
 from plait.store import Store
 from plait.store.db import now_ms
@@ -69,7 +70,7 @@ def rebuild(
     identities = LogIdentities()
     graph = Graph(workspace_id)
     with store.engine.connect() as conn:
-        rules = load_rules(conn, workspace_id)
+        rules = graph_store.load_rules(conn, workspace_id)
         graph_store.load_removals(conn, graph)
         after = 0
         while records := log.read(after, BATCH_SIZE, workspace_id, conn):
@@ -88,14 +89,14 @@ def rebuild(
     with store.write(derived=True) as conn:  # the write lock only to swap the graphs
         reset(conn, workspace_id)
         graph_store.save(conn, graph, changes)
-    last = after
 
     def known_profiles(batch: Batch) -> None:
-        if batch.items[-1].record.offset > last:  # arrived during the rebuild
+        if batch.items[-1].record.offset > after:  # arrived during the rebuild
             resolve(batch)
             return
-        for item in batch.items:
-            item.profile_id = profile_of.get(item.record.offset)
+        found = profile_of.profiles([item.record.offset for item in batch.items])
+        for item, profile_id in zip(batch.items, found, strict=True):
+            item.profile_id = profile_id
         batch.context["merges"] = []
         batch.context["graph"] = Graph(workspace_id)  # the profile ids are final already
         resolve_accounts(batch)
@@ -133,7 +134,7 @@ def unmerge(
     the profile's messages carried but that belong to other profiles (dropped by merge
     protection) stay dropped."""
     with store.write() as conn:
-        rules = load_rules(conn, workspace_id)
+        rules = graph_store.load_rules(conn, workspace_id)
         profile_id = find_profile(conn, workspace_id, profile_ref, rules)
         removed = _identifier(identifier, rules)
         other = _identifier(linked_to, rules) if linked_to else None
@@ -163,7 +164,7 @@ def unmerge(
             )
         )
         _forget(conn, profile_id)
-        items = _reprocess(store, conn, workspace_id, offsets, own)
+        items = _reprocess(store, conn, workspace_id, rules, offsets, own)
         parts = list(dict.fromkeys(i.profile_id for i in items if i.profile_id))
         details = {
             "removed": {"type": removed[0], "value": removed[1]},
@@ -213,10 +214,12 @@ def _forget(conn: sa.Connection, profile_id: str) -> None:
     conn.execute(profiles.delete().where(profiles.c.id.in_(ids)))
 
 
-def _reprocess(store: Store, conn: sa.Connection, workspace_id: str, offsets, own) -> list[Item]:
+def _reprocess(
+    store: Store, conn: sa.Connection, workspace_id: str, rules: Rules, offsets, own
+) -> list[Item]:
     items = [Item(record) for record in backend_for(store).read_offsets(offsets, conn)]
     if items:
-        context = {"rules": load_rules(conn, workspace_id), "only_identifiers": own}
+        context = {"rules": rules, "only_identifiers": own}
         batch = Batch(workspace_id, items, conn, context)
         for stage in STAGES:
             stage(batch)

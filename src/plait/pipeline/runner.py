@@ -46,10 +46,6 @@ def _lock_key(workspace_id: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def load_rules(conn: sa.Connection, workspace_id: str) -> Rules:
-    return from_dict(read_setting(conn, workspace_id, "identity"))
-
-
 class Pipeline:
     def __init__(
         self, store: Store, batch_size: int = BATCH_SIZE, stages: Sequence[Stage] = STAGES

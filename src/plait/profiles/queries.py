@@ -155,6 +155,10 @@ def trait_rows(
 # External ids -------------------------------------------------------------------------
 
 
+# Oldest first; also the keyset of identifier_rows' pages.
+_IDENTIFIER_ORDER = (identifiers.c.first_seen, identifiers.c.type, identifiers.c.value)
+
+
 def _identifier_query(workspace_id: str):
     """Identifiers with the source and message that first carried them."""
     return (
@@ -177,14 +181,12 @@ def identifier_rows(
     limit: int = 10,
 ) -> list[sa.Row]:
     """A profile's identifiers, oldest first; ``after`` is (first_seen, type, value)."""
-    key = sa.tuple_(identifiers.c.first_seen, identifiers.c.type, identifiers.c.value)
     query = _identifier_query(workspace_id).where(identifiers.c.profile_id == profile_id)
     if types:
         query = query.where(identifiers.c.type.in_(list(types)))
     if after is not None:
-        query = query.where(key > tuple(after))
-    order = (identifiers.c.first_seen, identifiers.c.type, identifiers.c.value)
-    return list(conn.execute(query.order_by(*order).limit(limit + 1)))
+        query = query.where(sa.tuple_(*_IDENTIFIER_ORDER) > tuple(after))
+    return list(conn.execute(query.order_by(*_IDENTIFIER_ORDER).limit(limit + 1)))
 
 
 def identifiers_of(
@@ -195,8 +197,7 @@ def identifiers_of(
     if not profile_ids:
         return found
     query = _identifier_query(workspace_id).where(identifiers.c.profile_id.in_(list(profile_ids)))
-    order = (identifiers.c.first_seen, identifiers.c.type, identifiers.c.value)
-    for row in conn.execute(query.order_by(*order)):
+    for row in conn.execute(query.order_by(*_IDENTIFIER_ORDER)):
         found[row.profile_id].append(row)
     return found
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from plait.identity.resolver import Graph, Merge
 from plait.log.processing import Batch, Item
-from plait.store.bulk import chunks, insert_rows, update_many
+from plait.store.bulk import chunks, insert_rows, select_in, update_many
 from plait.store.schema import account_members, message_profiles, trait_history, traits
 from plait.store.upsert import upsert
 
@@ -155,11 +155,11 @@ def _set(current: TraitState, key: str, entry: tuple) -> bool:
 
 def _load_traits(conn: sa.Connection, profile_ids: list[str]) -> dict[str, TraitState]:
     state: dict[str, TraitState] = {}
-    for part in chunks(profile_ids):
-        query = sa.select(
-            traits.c.profile_id, traits.c.key, traits.c.value, traits.c.timestamp,
-            traits.c.log_offset, traits.c.source_id, traits.c.message_id,
-        ).where(traits.c.profile_id.in_(part))  # fmt: skip
-        for pid, key, *entry in conn.execute(query):
-            state.setdefault(pid, {})[key] = tuple(entry)
+    for pid, key, *entry in select_in(
+        conn,
+        "SELECT profile_id, key, value, timestamp, log_offset, source_id, message_id "
+        "FROM traits WHERE profile_id IN ({keys})",
+        profile_ids,
+    ):
+        state.setdefault(pid, {})[key] = tuple(entry)
     return state

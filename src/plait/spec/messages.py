@@ -55,10 +55,11 @@ class Enrichment:
     batch_context: dict[str, Any] | None = None
     batch_integrations: dict[str, Any] | None = None
     received_at_text: str = field(init=False)
-    sent_at_text: str | None = field(init=False, default=None)  # sent_at, formatted once
+    sent_at_text: str | None = field(init=False)  # sent_at, formatted once
 
     def __post_init__(self) -> None:
         self.received_at_text = format_timestamp(self.received_at)
+        self.sent_at_text = None if self.sent_at is None else format_timestamp(self.sent_at)
 
 
 def _identifier(msg: dict[str, Any], name: str) -> str | None:
@@ -160,8 +161,6 @@ def enrich(msg: dict[str, Any], env: Enrichment) -> dict[str, Any]:
     else:
         msg["timestamp"] = env.received_at_text
     if sent_at is env.sent_at and sent_at is not None:  # the batch's: formatted once
-        if env.sent_at_text is None:
-            env.sent_at_text = format_timestamp(sent_at)
         msg["sentAt"] = env.sent_at_text
     elif sent_at is not None:
         msg["sentAt"] = format_timestamp(sent_at)

@@ -16,6 +16,11 @@ def chunks(items: list, size: int = CHUNK) -> Iterator[list]:
         yield items[start : start + size]
 
 
+def mark(dialect: sa.Dialect) -> str:
+    """The driver's parameter placeholder: sqlite3's ``?`` or psycopg's ``%s``."""
+    return "?" if dialect.paramstyle == "qmark" else "%s"
+
+
 def insert_rows(
     conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: list[tuple]
 ) -> None:
@@ -23,22 +28,27 @@ def insert_rows(
     handling cost the pipeline more than SQLite's inserts did."""
     if not rows:
         return
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     sql = (
         f"INSERT INTO {table.name} ({', '.join(columns)}) "
-        f"VALUES ({', '.join([mark] * len(columns))})"
+        f"VALUES ({', '.join([mark(conn.dialect)] * len(columns))})"
     )
     conn.exec_driver_sql(sql, rows)
 
 
 def update_many(
-    conn: sa.Connection, table: sa.Table, column: str, key: str, pairs: list[tuple]
+    conn: sa.Connection,
+    table: sa.Table,
+    column: str,
+    key: str | Sequence[str],
+    rows: list[tuple],
 ) -> None:
-    """``UPDATE table SET column = new WHERE key = old`` for each (new, old) pair."""
-    if not pairs:
+    """``UPDATE table SET column = new WHERE key = old`` for each (new, *old) row; a key
+    of several columns takes as many old values, in its order."""
+    if not rows:
         return
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    conn.exec_driver_sql(f"UPDATE {table.name} SET {column} = {mark} WHERE {key} = {mark}", pairs)
+    p = mark(conn.dialect)
+    where = " AND ".join(f"{k} = {p}" for k in ([key] if isinstance(key, str) else key))
+    conn.exec_driver_sql(f"UPDATE {table.name} SET {column} = {p} WHERE {where}", rows)
 
 
 def select_in(conn: sa.Connection, sql: str, keys: Sequence, fixed: tuple = ()) -> list[tuple]:
@@ -46,7 +56,7 @@ def select_in(conn: sa.Connection, sql: str, keys: Sequence, fixed: tuple = ()) 
     (row values for tuple keys), ``?`` marks the ``fixed`` parameters before it. Plain SQL:
     SQLAlchemy compiled every expanding IN anew (~0.7 ms a statement in the pipeline)."""
     rows: list[tuple] = []
-    qmark = conn.dialect.paramstyle == "qmark"
+    qmark = mark(conn.dialect) == "?"
     for part in chunks(list(keys)):
         if isinstance(part[0], tuple):
             one = "(" + ", ".join(["?"] * len(part[0])) + ")"

@@ -14,18 +14,17 @@ def upsert(
     table: sa.Table,
     rows: list[dict],
     keys: list[str],
-    update: bool = True,
     update_if: Callable[[Any], sa.ColumnElement[bool]] | None = None,
 ) -> None:
     """Insert ``rows``; where a row's ``keys`` (a unique index) exist, replace its other
     columns (only where ``update_if(excluded)`` holds, if given: ``excluded`` is the row
-    offered), or with ``update=False`` keep the existing row."""
+    offered)."""
     if not rows:
         return
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     stmt = dialect.insert(table)
     columns = [c for c in rows[0] if c not in keys]
-    if update and columns:
+    if columns:
         stmt = stmt.on_conflict_do_update(
             index_elements=keys,
             set_={c: stmt.excluded[c] for c in columns},

@@ -93,14 +93,8 @@ class Workspaces:
 
     def get_workspace(self, ref: str) -> dict:
         """By id or slug."""
-        query = sa.select(workspaces).where(
-            sa.or_(workspaces.c.id == ref, workspaces.c.slug == ref)
-        )
         with self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        if row is None:
-            raise NotFound(f"workspace {ref!r} not found")
-        return _row(row)
+            return read_workspace(conn, ref)
 
     def get_setting(self, workspace_id: str, key: str) -> dict | None:
         """A workspace's configuration document (e.g. ``identity``), None if never set."""
@@ -296,14 +290,28 @@ class Workspaces:
             raise NotFound(f"active token {token_id!r} not found")
 
     def authenticate_token(self, secret: str) -> TokenAuth | None:
-        query = sa.select(tokens.c.id, tokens.c.workspace_id, tokens.c.scopes).where(
-            tokens.c.token_hash == hash_secret(secret), tokens.c.revoked_at.is_(None)
-        )
         with self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        if row is None:
-            return None
-        return TokenAuth(row.id, row.workspace_id, frozenset(row.scopes.split()))
+            return read_token(conn, secret)
+
+
+def read_workspace(conn: sa.Connection, ref: str) -> dict:
+    """``Workspaces.get_workspace`` inside a caller's transaction."""
+    query = sa.select(workspaces).where(sa.or_(workspaces.c.id == ref, workspaces.c.slug == ref))
+    row = conn.execute(query).first()
+    if row is None:
+        raise NotFound(f"workspace {ref!r} not found")
+    return _row(row)
+
+
+def read_token(conn: sa.Connection, secret: str) -> TokenAuth | None:
+    """``Workspaces.authenticate_token`` inside a caller's transaction."""
+    query = sa.select(tokens.c.id, tokens.c.workspace_id, tokens.c.scopes).where(
+        tokens.c.token_hash == hash_secret(secret), tokens.c.revoked_at.is_(None)
+    )
+    row = conn.execute(query).first()
+    if row is None:
+        return None
+    return TokenAuth(row.id, row.workspace_id, frozenset(row.scopes.split()))
 
 
 def read_setting(conn: sa.Connection, workspace_id: str, key: str) -> dict | None:
