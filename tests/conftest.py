@@ -131,7 +131,9 @@ class ServerThread:
 
 def start_server(store: Store, **overrides) -> tuple[ServerThread, str]:
     port = free_port()
-    settings = Settings(port=port, write_key_cache_seconds=0.0, **overrides)
+    settings = Settings(
+        port=port, write_key_cache_seconds=0.0, governance_cache_seconds=0.0, **overrides
+    )
     app = PlaitApp(settings, store)
     thread = ServerThread(app, port)
     thread.start()

@@ -15,9 +15,11 @@ ALLOWED = {
     "log": {"store"},
     "identity": {"spec", "log", "store"},
     "profiles": {"spec", "log", "store", "identity"},
-    "pipeline": {"spec", "log", "store", "identity", "profiles"},
-    "collect": {"spec", "log", "store"},
-    "api": {"spec", "log", "store", "collect", "identity", "profiles", "pipeline"},
+    "govern": {"spec", "log", "store", "identity", "profiles"},
+    "pipeline": {"spec", "log", "store", "identity", "profiles", "govern"},
+    # collection applies the PII policy and suppressions before the log: govern's, below it
+    "collect": {"spec", "log", "store", "govern", "identity"},
+    "api": {"spec", "log", "store", "collect", "identity", "profiles", "govern", "pipeline"},
 }
 
 

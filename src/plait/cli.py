@@ -727,3 +727,16 @@ def profiles_unmerge(
         fail(str(exc))
     console.print(f"{result.profile_id}: {result.messages} messages resolved again into "
                   f"{', '.join(result.profiles) or 'no profile'}")  # fmt: skip
+
+
+# Privacy, audit and retention (plait/cli_privacy.py).
+from plait.cli_privacy import audit_command, privacy_app, retention_app  # noqa: E402
+
+app.add_typer(privacy_app, name="privacy")
+app.add_typer(retention_app, name="retention")
+app.command("audit")(audit_command)
+
+# Governance (plait/cli_governance.py): violations, plan, quarantine, transform, pii.
+from plait.cli_governance import register as register_governance  # noqa: E402
+
+register_governance(app)

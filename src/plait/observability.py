@@ -45,6 +45,12 @@ LOG_LAST_OFFSET = Gauge(
 PIPELINE_MESSAGES = Counter(
     "plait_pipeline_messages_total", "Log messages the pipeline processed", ["outcome"]
 )
+GOVERNED_MESSAGES = Counter(
+    "plait_governed_messages_total",
+    "Messages governance kept out of profiles (dropped by a transformation, blocked by a "
+    "tracking plan) or rejected at ingestion (suppressed)",
+    ["outcome"],
+)
 PIPELINE_MERGES = Counter("plait_profile_merges_total", "Profiles merged into another")
 PIPELINE_BATCH_SECONDS = Histogram(
     "plait_pipeline_batch_seconds",

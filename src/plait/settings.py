@@ -39,8 +39,19 @@ class Settings(BaseSettings):
     access_log: bool = False
     # Adds /_bare, an endpoint that only reads the body: the ingestion benchmark's baseline.
     bench_bare_endpoint: bool = False
+    # Seconds a workspace's governance (PII policy, suppressions) is cached at ingestion: a
+    # change applies to new messages within this time.
+    governance_cache_seconds: float = 2.0
+    # Keys for the PII policy's `encrypt` action, "id:base64key,..." (the first encrypts;
+    # the others only decrypt, during a rotation). Never stored in the database.
+    pii_keys: str = ""
     # Take the client IP from X-Forwarded-For (only behind a proxy you trust).
     trust_forwarded_for: bool = False
+
+    def keyring(self):
+        from plait.govern.pii import Keyring  # settings is a leaf: imported when asked
+
+        return Keyring.from_env({"PLAIT_PII_KEYS": self.pii_keys})
 
     @property
     def dedup_window_seconds(self) -> float:

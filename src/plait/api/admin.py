@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from plait.api import workspace_file
+from plait.govern import audit
 from plait.log import LogBackend
 from plait.store.workspaces import Invalid, NotFound, TokenAuth, Workspaces
 
@@ -207,7 +208,18 @@ async def apply_config(request: Request, auth: TokenAuth) -> Response:
         raise ApiError(403, "forbidden", "the file names another workspace than the token's",
                        "workspace.slug")  # fmt: skip
     prune = request.query_params.get("prune") in ("1", "true")
-    result = await run_in_threadpool(workspace_file.apply, repo, doc, prune)
+
+    def run() -> workspace_file.ApplyResult:
+        result = workspace_file.apply(repo, doc, prune, request.app.state.keyring)
+        if result.changed:
+            details = {"created": result.created, "updated": result.updated,
+                       "disabled": result.disabled}  # fmt: skip
+            with repo.engine.begin() as conn:
+                audit.record(conn, auth.workspace_id, auth.token_id, "config.apply",
+                             "workspace", details)  # fmt: skip
+        return result
+
+    result = await run_in_threadpool(run)
     return json_response(result.__dict__)
 
 

@@ -11,10 +11,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from plait.api import admin, identity_api, profile_api
+from plait.api import admin, governance_api, identity_api, privacy_api, profile_api
 from plait.collect.bodies import BodyError, read_body
+from plait.collect.guard import IngestGuards
 from plait.collect.http import CollectApp
 from plait.collect.keys import WriteKeyCache
+from plait.govern import privacy
 from plait.log import LogWriter, backend_for
 from plait.observability import LOG_LAST_OFFSET, LOG_PENDING, exposition, record_commit
 from plait.pipeline.runner import Pipeline
@@ -63,8 +65,10 @@ class PlaitApp:
                 Route("/ready", ready),
                 Route("/metrics", metrics),
                 *admin.routes,
+                *governance_api.routes,
                 *identity_api.routes,
                 *profile_api.routes,
+                *privacy_api.routes,
             ]
         )
         self.collect: CollectApp | None = None
@@ -78,6 +82,8 @@ class PlaitApp:
                 dedup_window_seconds=self.settings.dedup_window_seconds,
             )
         tune_gc()
+        # Requests a restart interrupted cannot go on: their identifiers were never kept.
+        await run_in_threadpool(privacy.fail_interrupted, self.store)
         log = backend_for(self.store)
         if self.settings.pipeline:
             self.pipeline = Pipeline(self.store)
@@ -85,16 +91,19 @@ class PlaitApp:
         self.writer = LogWriter(log, self.settings.max_pending_messages, self._on_commit)
         self.writer.start()
         workspaces = Workspaces(self.store)
+        keyring = self.settings.keyring()
         self.collect = CollectApp(
             self.writer,
             WriteKeyCache(workspaces, self.settings.write_key_cache_seconds),
             self.settings.public_url,
             self.settings.trust_forwarded_for,
+            IngestGuards(self.store.engine, self.settings.governance_cache_seconds, keyring),
         )
         state = self.web.state
-        state.store, state.log, state.writer, state.workspaces = (
-            self.store, log, self.writer, workspaces
+        state.store, state.log, state.writer, state.workspaces, state.keyring = (
+            self.store, log, self.writer, workspaces, keyring
         )  # fmt: skip
+        state.settings = self.settings
 
     def _on_commit(self, rows: int, inserted: int) -> None:
         record_commit(rows, inserted)
@@ -102,6 +111,7 @@ class PlaitApp:
             self.pipeline.notify()
 
     async def shutdown(self) -> None:
+        await run_in_threadpool(privacy.wait_for_background, 30)
         if self.writer is not None:
             await self.writer.stop()
         if self.pipeline is not None:

@@ -7,7 +7,8 @@
 ``segment_id`` (the profile id; a merged-away id answers for its survivor). Values are
 normalized as the pipeline does, so ``email:Jo@X.com`` finds ``jo@x.com``. Resources:
 ``traits``, ``external_ids``, ``events``, ``links`` and ``metadata``, shaped as Segment's
-documentation shows them.
+documentation shows them, and ``consent`` (Plait's: consent per category, with history).
+Values the PII policy encrypted are shown in clear only to a token with ``pii:read``.
 
 Differences from Segment: events cover the whole history (Segment: 14 days), and
 ``GET .../collections/{collection}/profiles?identifier=type:value`` (or ``?q=value``, an
@@ -43,6 +44,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from plait.api.admin import ApiError, error_response, json_response
+from plait.govern import audit
+from plait.govern.consent_stage import profile_consent_of
 from plait.identity import graph_store
 from plait.identity.identifiers import extract
 from plait.identity.rules import Rules
@@ -130,7 +133,19 @@ def _serve(handler: Callable[[Call], dict], request: Request) -> dict:
         rules = graph_store.load_rules(conn, workspace["id"])
         call = Call(conn, workspace["id"], rules, collection, COLLECTIONS[collection],
                     request.query_params, request.path_params, request.url.path)  # fmt: skip
-        return handler(call)
+        data = handler(call)
+    return _decrypted(request, auth, workspace["id"], data)
+
+
+def _decrypted(request: Request, auth: TokenAuth, workspace_id: str, data: dict) -> dict:
+    """Values the PII policy encrypted, in clear for a token with the pii:read scope (each
+    such read is audited); as stored for any other."""
+    keyring = request.app.state.keyring
+    if keyring is None or not auth.allows("pii:read") or b'"enc:v1:' not in orjson.dumps(data):
+        return data
+    with request.app.state.store.engine.begin() as conn:
+        audit.record(conn, workspace_id, auth.token_id, "pii.read", request.url.path, {})
+    return keyring.decrypt_values(data, workspace_id)
 
 
 def authenticate(conn: sa.Connection, header: str) -> TokenAuth:
@@ -382,7 +397,13 @@ def get_metadata(call: Call) -> dict:
     return {"metadata": metadata}
 
 
+def get_consent(call: Call) -> dict:
+    """Plait's addition: the profile's consent per category and its history."""
+    return {"consent": profile_consent_of(call.conn, call.profile().id)}
+
+
 RESOURCES: dict[str, Callable[[Call], dict]] = {
+    "consent": get_consent,
     "traits": get_traits,
     "external_ids": get_external_ids,
     "events": get_events,

@@ -5,6 +5,11 @@
       - {name: Website, type: javascript, enabled: true}
     identity:                     # identity resolution rules (plait.identity.rules)
       identifiers: {anonymous_id: {limit: 5, window: weekly}}
+    tracking_plans: [...]         # governance (plait.govern): see the README
+    transformations: [...]
+    pii: {...}
+    consent: {...}
+    retention: {days: 365}
 
 Sources are matched by name. A new source gets a write key, returned once by ``apply``;
 keys are secrets and never appear in the file. Sources missing from the file are left as
@@ -19,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from plait.govern import documents
+from plait.govern.config import SECTIONS
 from plait.identity.rules import RulesError, default_rules, from_dict
 from plait.store.workspaces import Invalid, NotFound, Workspaces
 
@@ -58,7 +65,7 @@ def parse(text: str) -> dict[str, Any]:
     return doc
 
 
-def apply(repo: Workspaces, doc: dict[str, Any], prune: bool = False) -> ApplyResult:
+def apply(repo: Workspaces, doc: dict[str, Any], prune: bool = False, keyring=None) -> ApplyResult:
     spec = doc["workspace"]
     slug = spec.get("slug")
     if not isinstance(slug, str):
@@ -70,6 +77,10 @@ def apply(repo: Workspaces, doc: dict[str, Any], prune: bool = False) -> ApplyRe
     except NotFound:
         workspace = repo.create_workspace(slug, spec.get("name"))
     result = ApplyResult(workspace["id"])
+    governance = {key: doc[key] for key in SECTIONS if key in doc}
+    if governance:  # checked whole before anything changes
+        names = [s.get("name") for s in doc.get("sources") or [] if isinstance(s, dict)]
+        documents.check(repo, workspace["id"], governance, names, keyring)
     existing = {s["name"]: s for s in repo.list_sources(workspace["id"])}
     listed = set()
     for index, item in enumerate(doc.get("sources") or []):
@@ -93,6 +104,9 @@ def apply(repo: Workspaces, doc: dict[str, Any], prune: bool = False) -> ApplyRe
         if rules != identity_rules(repo, workspace["id"]):
             repo.put_setting(workspace["id"], "identity", rules)
             result.updated.append("identity")
+    if governance:
+        result.created += documents.ensure_forwarding_sources(repo, workspace["id"], governance)
+        result.updated += documents.save(repo, workspace["id"], governance)
     if prune:
         for name, source in existing.items():
             if name not in listed and source["enabled"]:
@@ -110,5 +124,6 @@ def export(repo: Workspaces, workspace_ref: str) -> str:
             for s in repo.list_sources(workspace["id"])
         ],
         "identity": identity_rules(repo, workspace["id"]),
+        **documents.export(repo, workspace["id"]),
     }
-    return yaml.safe_dump(doc, sort_keys=False)
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)

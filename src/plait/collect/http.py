@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from plait.collect.bodies import BodyError, decompress, parse_json, read_body
+from plait.collect.guard import SUPPRESSED, IngestGuards
 from plait.collect.ingest import Prepared, prepare
 from plait.collect.keys import WriteKeyCache
 from plait.log import LogWriter, Overloaded
@@ -35,6 +36,8 @@ _PIXEL_PATH = re.compile(r"^/v1/pixel/([a-z]+)/?$")
 # The smallest transparent GIF, answered to every pixel request, even a bad one.
 PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 _OK = orjson.dumps({"success": True})
+# A single message's rejection: 400 unless said here (SDKs do not retry a 4xx).
+_REJECTION_STATUS = {"message_too_large": 413, SUPPRESSED: 403}
 
 
 class CollectError(Exception):
@@ -115,9 +118,11 @@ class CollectApp:
         keys: WriteKeyCache,
         public_url: str = "",
         trust_forwarded_for: bool = False,
+        guards: IngestGuards | None = None,
     ):
         self.writer = writer
         self.keys = keys
+        self.guards = guards
         self.public_url = public_url.rstrip("/")
         self.trust_forwarded_for = trust_forwarded_for
 
@@ -208,13 +213,14 @@ class CollectApp:
             messages = [payload]
             env = self._enrichment(scope, headers, auth, None)
             msg_type = route
-        prepared = prepare(messages, msg_type, env)
+        guard = self.guards.for_source(auth.workspace_id, auth.source_id) if self.guards else None
+        prepared = prepare(messages, msg_type, env, guard)
         if prepared.rejected:
             for item in prepared.rejected:
                 MESSAGES_REJECTED.labels(auth.source_id, item["code"]).inc()
             if route != "batch":
                 err = prepared.rejected[0]
-                status = 413 if err["code"] == "message_too_large" else 400
+                status = _REJECTION_STATUS.get(err["code"], 400)
                 raise CollectError(status, err["code"], err["message"], err["field"], True)
         return prepared, len(messages)
 

@@ -10,8 +10,11 @@ import orjson
 
 from plait.collect import querystring
 from plait.collect.fastpath import FastPath
+from plait.collect.guard import SUPPRESSED, Guard, guarded_row
 from plait.log.backends import Row
 from plait.spec import MAX_MESSAGE_BYTES, Enrichment, MessageError, enrich, validate
+
+REJECTIONS = {SUPPRESSED: "this person's data is suppressed by a privacy request"}
 
 
 @dataclass(slots=True)
@@ -26,9 +29,12 @@ def received_us(env: Enrichment) -> int:
     return int(env.received_at.timestamp() * 1_000_000)
 
 
-def prepare(messages: list[Any], msg_type: str | None, env: Enrichment) -> Prepared:
+def prepare(
+    messages: list[Any], msg_type: str | None, env: Enrichment, guard: Guard | None = None
+) -> Prepared:
     """Turn a request's messages into log rows; a bad message is rejected with its index,
-    the others go on. ``msg_type`` is the endpoint's type, None in a batch."""
+    the others go on. ``msg_type`` is the endpoint's type, None in a batch. ``guard``
+    (collect/guard.py) applies the PII policy and rejects suppressed people."""
     out = Prepared()
     received = received_us(env)
     # Once per event on the event loop: plain, valid messages take the fast path (the same
@@ -36,13 +42,31 @@ def prepare(messages: list[Any], msg_type: str | None, env: Enrichment) -> Prepa
     fast_row = FastPath(env, received).row
     rows, types = out.rows, out.types
     for index, msg in enumerate(messages):
+        start = len(rows)
         row = fast_row(msg, msg_type)
         if row is None:
             prepare_message(out, index, msg, msg_type, env, received)
         else:
             rows.append(row)
             types[row[3]] += 1
+        if guard is not None and len(rows) > start:
+            _guard_rows(out, start, index, guard)
     return out
+
+
+def _guard_rows(out: Prepared, start: int, index: int, guard: Guard) -> None:
+    """Apply the guard to message ``index``'s rows (from ``start``); a rejection takes all
+    of them (a page and the calls derived from its query string go together)."""
+    guarded = [guarded_row(row, guard) for row in out.rows[start:]]
+    code = next((g for g in guarded if isinstance(g, str)), None)
+    if code is not None:
+        for row in out.rows[start:]:
+            out.types[row[3]] -= 1
+        del out.rows[start:]
+        out.rejected.append({"index": index, "code": code, "field": "message",
+                             "message": REJECTIONS.get(code, code)})  # fmt: skip
+        return
+    out.rows[start:] = guarded
 
 
 def prepare_message(

@@ -13,6 +13,7 @@ becomes an identifier.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -88,12 +89,23 @@ def normalize(type_name: str, value: Any, rules: Rules) -> str | None:
     text = str(value).strip()
     if not text or len(text) > MAX_VALUE_LENGTH:
         return None
+    if type_name in PII_TYPES and _stored_pii(text):
+        return text  # hashed or encrypted by the PII policy: an opaque, stable value
     if type_name == "email":
         text = text.lower()
         return text if "@" in text[1:-1] else None
     if type_name == "phone":
         return _e164(text, rules.default_region)
     return text
+
+
+PII_TYPES = frozenset(("email", "phone"))
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def _stored_pii(text: str) -> bool:
+    """A value the PII policy hashed (SHA-256 hex) or encrypted (``enc:v1:`` token)."""
+    return text.startswith("enc:v1:") or (len(text) == 64 and _SHA256_HEX.fullmatch(text))
 
 
 @lru_cache(maxsize=65536)

@@ -1,4 +1,5 @@
-"""The pipeline's identity stages: normalize (parse, event time, identifiers) and resolve."""
+"""The pipeline's identity stages: parse (message, event time), normalize (identifiers) and
+resolve."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from plait.identity.identifiers import extract
 from plait.identity.identifiers import normalize as normalize_value
 from plait.identity.resolver import Resolver, derived_id, with_previous_id
 from plait.identity.rules import Rules
-from plait.log.processing import Batch
+from plait.log.processing import Batch, Item
 from plait.spec.timestamps import parse_timestamp
 from plait.store.bulk import insert_rows, select_in
 from plait.store.schema import identifiers
@@ -17,15 +18,28 @@ from plait.store.schema import identifiers
 ACCOUNT_TYPE = "group_id"  # accounts' identifier type; a person type may not take the name
 
 
+def parse(batch: Batch) -> None:
+    """Each item's message and corrected event time, from the log's payload."""
+    for item in batch.items:
+        parse_item(item)
+
+
+def parse_item(item: Item) -> None:
+    msg = item.message = orjson.loads(item.record.payload)
+    try:
+        item.timestamp_ms = int(parse_timestamp(msg["timestamp"]).timestamp() * 1000)
+    except (KeyError, ValueError):  # the log holds enriched messages: not expected
+        item.timestamp_ms = item.record.received_at // 1000
+
+
 def normalize(batch: Batch) -> None:
+    """Each item's identifiers (parsing it first unless an earlier stage did: governance
+    changes the message before identity sees it)."""
     rules: Rules = batch.context["rules"]
     for item in batch.items:
-        msg = item.message = orjson.loads(item.record.payload)
-        try:
-            item.timestamp_ms = int(parse_timestamp(msg["timestamp"]).timestamp() * 1000)
-        except (KeyError, ValueError):  # the log holds enriched messages: not expected
-            item.timestamp_ms = item.record.received_at // 1000
-        item.identifiers = extract(msg, rules)
+        if not item.message:
+            parse_item(item)
+        item.identifiers = extract(item.message, rules)
 
 
 def alias_previous_id(msg: dict, rules: Rules) -> str | None:

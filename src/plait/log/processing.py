@@ -23,6 +23,7 @@ class Item:
     identifiers: list[tuple[str, str]] = field(default_factory=list)
     profile_id: str | None = None  # set by the resolve stage
     account_id: str | None = None  # group calls: the account
+    governed_payload: str | None = None  # set by governance when it changed the message
 
 
 @dataclass

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 import orjson
 import sqlalchemy as sa
 
+from plait.govern.config import GovernanceCache
+from plait.govern.consent_stage import update_consent
+from plait.govern.stage import govern
 from plait.identity import graph_store
 from plait.identity.bulk import LogIdentities, resolve_all
 from plait.identity.explain import find_profile
@@ -18,24 +21,36 @@ from plait.identity.identifiers import Identifier
 from plait.identity.identifiers import normalize as normalize_value
 from plait.identity.resolver import Graph
 from plait.identity.rules import Rules
-from plait.identity.stage import alias_previous_id, normalize, resolve, resolve_accounts
+from plait.identity.stage import (
+    alias_previous_id,
+    normalize,
+    parse,
+    resolve,
+    resolve_accounts,
+)
 from plait.log import backend_for
 from plait.log.processing import Batch, Item
 from plait.pipeline.runner import BATCH_SIZE, STAGES, Pipeline, consumer_name
 from plait.profiles.stage import update_profiles
 from plait.store import Store
+from plait.store.bulk import chunks
 from plait.store.db import now_ms
 from plait.store.schema import (
     account_members,
     checkpoints,
+    consent_history,
     identifiers,
     identity_edges,
     identity_removals,
     lineage,
     message_profiles,
+    profile_consent,
     profiles,
+    quarantine,
     trait_history,
     traits,
+    unlinked_messages,
+    violations,
 )
 
 
@@ -43,9 +58,16 @@ def reset(conn: sa.Connection, workspace_id: str) -> None:
     """Delete everything the pipeline derived for a workspace and rewind its checkpoint.
     Kept: the configuration, operator removals and the unmerges in the lineage."""
     ids = sa.select(profiles.c.id).where(profiles.c.workspace_id == workspace_id)
-    for table in (traits, trait_history, account_members):
+    for table in (traits, trait_history, account_members, profile_consent, consent_history):
         conn.execute(table.delete().where(table.c.profile_id.in_(ids)))
-    for table in (identifiers, identity_edges, message_profiles):
+    for table in (
+        identifiers,
+        identity_edges,
+        message_profiles,
+        violations,
+        quarantine,
+        unlinked_messages,
+    ):
         conn.execute(table.delete().where(table.c.workspace_id == workspace_id))
     conn.execute(
         lineage.delete().where(lineage.c.workspace_id == workspace_id, lineage.c.kind == "merge")
@@ -69,12 +91,19 @@ def rebuild(
     log = backend_for(store)
     identities = LogIdentities()
     graph = Graph(workspace_id)
+    governance = GovernanceCache()
     with store.engine.connect() as conn:
         rules = graph_store.load_rules(conn, workspace_id)
         graph_store.load_removals(conn, graph)
+        # Governance decides what identity sees (transformations first, plans may block);
+        # this pass only reads: the second records violations and the quarantine.
+        context = {"rules": rules, "governance": governance.get(conn, workspace_id),
+                   "dry_run": True}  # fmt: skip
         after = 0
         while records := log.read(after, BATCH_SIZE, workspace_id, conn):
-            batch = Batch(workspace_id, [Item(r) for r in records], conn, {"rules": rules})
+            batch = Batch(workspace_id, [Item(r) for r in records], conn, dict(context))
+            parse(batch)
+            govern(batch)
             normalize(batch)
             for item in batch.items:
                 record, previous = item.record, alias_previous_id(item.message, rules)
@@ -101,7 +130,12 @@ def rebuild(
         batch.context["graph"] = Graph(workspace_id)  # the profile ids are final already
         resolve_accounts(batch)
 
-    pipeline = Pipeline(store, stages=(normalize, known_profiles, update_profiles))
+    pipeline = Pipeline(
+        store,
+        stages=(parse, govern, normalize, known_profiles, update_profiles, update_consent),
+        forward_violations=False,
+        governance=governance,
+    )
     total = 0
     while (count := pipeline.run_batch(workspace_id)) > 0:
         total += count
@@ -202,7 +236,10 @@ def _forget(conn: sa.Connection, profile_id: str) -> None:
     ids = [profile_id] + list(
         conn.scalars(sa.select(profiles.c.id).where(profiles.c.merged_into == profile_id))
     )
-    for table in (traits, trait_history, account_members, identifiers, identity_edges):
+    for table in (
+        traits, trait_history, account_members, identifiers, identity_edges, profile_consent,
+        consent_history,
+    ):  # fmt: skip
         conn.execute(table.delete().where(table.c.profile_id.in_(ids)))
     conn.execute(message_profiles.delete().where(message_profiles.c.profile_id == profile_id))
     conn.execute(
@@ -219,7 +256,10 @@ def _reprocess(
 ) -> list[Item]:
     items = [Item(record) for record in backend_for(store).read_offsets(offsets, conn)]
     if items:
-        context = {"rules": rules, "only_identifiers": own}
+        for part in chunks(offsets):  # governance records them again
+            conn.execute(violations.delete().where(violations.c.log_offset.in_(part)))
+        context = {"rules": rules, "only_identifiers": own,
+                   "governance": GovernanceCache().get(conn, workspace_id)}  # fmt: skip
         batch = Batch(workspace_id, items, conn, context)
         for stage in STAGES:
             stage(batch)

@@ -1,5 +1,5 @@
 """The pipeline: reads each workspace's log in offset order from a checkpoint and runs the
-stages (normalize → resolve → profile) over batches of messages.
+stages (parse → govern → normalize → resolve → profile → consent) over batches of messages.
 
 A batch's effects and its checkpoint commit in one transaction, so a crash never applies
 a batch twice, and a message already processed (reprocessing an offset range) is skipped:
@@ -12,7 +12,6 @@ nothing is processed twice, and one person's messages (one workspace's) stay in 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -20,20 +19,26 @@ from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 
+from plait.govern import retention
+from plait.govern.config import GovernanceCache
+from plait.govern.consent_stage import update_consent
+from plait.govern.stage import govern
 from plait.identity.rules import Rules, from_dict
-from plait.identity.stage import normalize, resolve
+from plait.identity.stage import normalize, parse, resolve
 from plait.log import LogRecord, backend_for
 from plait.log.processing import Batch, Item
 from plait.observability import PIPELINE_BATCH_SECONDS, PIPELINE_MERGES, PIPELINE_MESSAGES
 from plait.profiles.stage import update_profiles
 from plait.store import Store
+from plait.store.locks import workspace_lock
 from plait.store.schema import log_messages, message_profiles, workspaces
 from plait.store.workspaces import read_setting
 
 logger = logging.getLogger("plait.pipeline")
 
 Stage = Callable[[Batch], None]
-STAGES: tuple[Stage, ...] = (normalize, resolve, update_profiles)
+STAGES: tuple[Stage, ...] = (parse, govern, normalize, resolve, update_profiles, update_consent)
+RETENTION_INTERVAL_SECONDS = 3600
 BATCH_SIZE = 5000  # larger batches amortize the commit and the per-batch reads
 
 
@@ -41,16 +46,19 @@ def consumer_name(workspace_id: str) -> str:
     return f"pipeline:{workspace_id}"
 
 
-def _lock_key(workspace_id: str) -> int:
-    digest = hashlib.blake2b(f"pipeline:{workspace_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
 class Pipeline:
     def __init__(
-        self, store: Store, batch_size: int = BATCH_SIZE, stages: Sequence[Stage] = STAGES
+        self,
+        store: Store,
+        batch_size: int = BATCH_SIZE,
+        stages: Sequence[Stage] = STAGES,
+        forward_violations: bool = True,
+        governance: GovernanceCache | None = None,
     ):
         self.store = store
+        # A rebuild processes messages a live pipeline forwarded violations for already.
+        self.forward_violations = forward_violations
+        self.governance = governance or GovernanceCache()
         self.log = backend_for(store)
         self.batch_size = batch_size
         self.stages = tuple(stages)
@@ -68,12 +76,8 @@ class Pipeline:
             return 0
         started = time.perf_counter()
         with self.store.write(derived=True) as conn:
-            if self.store.kind == "postgresql":
-                locked = conn.execute(
-                    sa.select(sa.func.pg_try_advisory_xact_lock(_lock_key(workspace_id)))
-                ).scalar()
-                if not locked:
-                    return 0
+            if not workspace_lock(conn, workspace_id, wait=False):
+                return 0
             consumer = consumer_name(workspace_id)
             after = self.log.checkpoint(consumer, conn)
             records = self.log.read(after, limit or self.batch_size, workspace_id, conn)
@@ -108,7 +112,12 @@ class Pipeline:
         items = [Item(record) for record in records if record.offset not in done]
         if not items:
             return 0
-        batch = Batch(workspace_id, items, conn, {"rules": self._rules(conn, workspace_id)})
+        context = {
+            "rules": self._rules(conn, workspace_id),
+            "governance": self.governance.get(conn, workspace_id),
+            "forward_violations": self.forward_violations,
+        }
+        batch = Batch(workspace_id, items, conn, context)
         for stage in self.stages:
             stage(batch)
         return len(batch.context.get("merges", ()))
@@ -166,9 +175,13 @@ class Pipeline:
         self._wake.set()
 
     def run_forever(self, poll_interval: float = 0.25) -> None:
+        retention_due = 0.0
         while not self._stop.is_set():
             try:
                 processed = self.catch_up()
+                if time.monotonic() >= retention_due:  # hourly: workspaces' retention periods
+                    retention.run_due(self.store)
+                    retention_due = time.monotonic() + RETENTION_INTERVAL_SECONDS
             except Exception:  # the store is down: wait and retry, never exit
                 logger.exception("pipeline: batch failed; retrying")
                 processed = 0

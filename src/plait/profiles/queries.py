@@ -234,7 +234,9 @@ def _events_query(workspace_id: str, window: EventWindow):
     query = (
         sa.select(
             mp.log_offset, mp.timestamp, mp.type, mp.event, mp.profile_id,
-            log_messages.c.source_id, log_messages.c.message_id, log_messages.c.payload,
+            log_messages.c.source_id, log_messages.c.message_id,
+            # the event as governance left it (transformed, properties omitted)
+            sa.func.coalesce(mp.payload, log_messages.c.payload).label("payload"),
         )
         .join(log_messages, log_messages.c.log_offset == mp.log_offset)
         .where(mp.workspace_id == workspace_id)

@@ -33,9 +33,10 @@ def update_profiles(batch: Batch) -> None:
     merges: list[Merge] = batch.context["merges"]
     insert_rows(
         conn, message_profiles,
-        ("log_offset", "workspace_id", "profile_id", "timestamp", "type", "event"),
+        ("log_offset", "workspace_id", "profile_id", "timestamp", "type", "event", "payload"),
         [(item.record.offset, batch.workspace_id, item.profile_id, item.timestamp_ms,
-          item.record.type, _event_name(item)) for item in batch.items],
+          item.record.type, _event_name(item),
+          item.governed_payload) for item in batch.items],
     )  # fmt: skip
     _move_rows(conn, [(graph.resolve_id(m.survivor), m.merged) for m in merges])
     _update_traits(batch, graph, merges)

@@ -179,6 +179,9 @@ message_profiles = sa.Table(  # every processed message and the profile it belon
     sa.Column("timestamp", sa.BigInteger, nullable=False),  # corrected event time, ms
     sa.Column("type", sa.String(16), nullable=False),
     sa.Column("event", sa.String(200)),
+    # The message as governance left it (transformed, properties omitted), only where it
+    # differs from the log's payload.
+    sa.Column("payload", sa.Text),
     sa.Index("ix_message_profiles_profile", "profile_id", "timestamp"),
 )
 
@@ -215,4 +218,123 @@ account_members = sa.Table(
     sa.Column("profile_id", sa.String(40), primary_key=True, index=True),
     sa.Column("timestamp", sa.BigInteger, nullable=False),  # the first group call
     sa.Column("log_offset", sa.BigInteger, nullable=False),
+)
+
+# Governance and privacy (issue 4). Configuration lives in workspace_settings ("tracking_plans",
+# "transformations", "pii", "consent", "retention"); every version of a tracking plan is kept.
+
+tracking_plan_versions = sa.Table(
+    "tracking_plan_versions",
+    metadata,
+    sa.Column("workspace_id", sa.String(64), primary_key=True),
+    sa.Column("plan_id", sa.String(100), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("doc", sa.Text, nullable=False),  # JSON
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+violations = sa.Table(  # derived: what the tracking plans found, per message and field
+    "violations",
+    metadata,
+    sa.Column("id", BigId, sa.Identity(), primary_key=True),
+    sa.Column("workspace_id", sa.String(64), nullable=False),
+    sa.Column("source_id", sa.String(64), nullable=False),
+    sa.Column("plan_id", sa.String(100), nullable=False),
+    sa.Column("plan_version", sa.Integer, nullable=False),
+    sa.Column("log_offset", sa.BigInteger, nullable=False, index=True),
+    sa.Column("message_id", sa.String(100), nullable=False),
+    sa.Column("event_type", sa.String(16), nullable=False),
+    sa.Column("event_name", sa.String(200)),
+    sa.Column("kind", sa.String(32), nullable=False),  # unplanned_event | ... | naming
+    sa.Column("type", sa.String(64), nullable=False),  # Segment's violationType
+    sa.Column("field", sa.String(500), nullable=False),
+    sa.Column("description", sa.String(1000), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),  # allowed | omitted | blocked
+    sa.Column("timestamp", sa.BigInteger, nullable=False),  # event time, ms
+    sa.Index("ix_violations_workspace_event", "workspace_id", "event_name"),
+)
+
+quarantine = sa.Table(  # derived: blocked messages (their payload stays in the log)
+    "quarantine",
+    metadata,
+    sa.Column("log_offset", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("workspace_id", sa.String(64), nullable=False, index=True),
+    sa.Column("source_id", sa.String(64), nullable=False),
+    sa.Column("plan_id", sa.String(100), nullable=False),
+    sa.Column("plan_version", sa.Integer, nullable=False),
+    sa.Column("reason", sa.String(1000), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+profile_consent = sa.Table(  # a profile's current consent per category
+    "profile_consent",
+    metadata,
+    sa.Column("profile_id", sa.String(40), primary_key=True),
+    sa.Column("category", sa.String(200), primary_key=True),
+    sa.Column("allowed", sa.Boolean, nullable=False),
+    sa.Column("timestamp", sa.BigInteger, nullable=False),
+    sa.Column("log_offset", sa.BigInteger, nullable=False),
+)
+
+consent_history = sa.Table(  # every "Segment Consent Preference Updated" a profile sent
+    "consent_history",
+    metadata,
+    sa.Column("id", BigId, sa.Identity(), primary_key=True),
+    sa.Column("profile_id", sa.String(40), nullable=False, index=True),
+    sa.Column("preferences", sa.Text, nullable=False),  # JSON {category: bool}
+    sa.Column("timestamp", sa.BigInteger, nullable=False),
+    sa.Column("log_offset", sa.BigInteger, nullable=False),
+    sa.Column("source_id", sa.String(64), nullable=False),
+    sa.Column("message_id", sa.String(100), nullable=False),
+)
+
+privacy_requests = sa.Table(  # Segment's regulations: the subject is kept only as hashes
+    "privacy_requests",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("workspace_id", sa.String(64), nullable=False, index=True),
+    sa.Column("regulation_type", sa.String(40), nullable=False),
+    sa.Column("subject_type", sa.String(64), nullable=False),
+    sa.Column("subject_hashes", sa.Text, nullable=False),  # JSON list
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("requested_by", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("started_at", sa.BigInteger),
+    sa.Column("finished_at", sa.BigInteger),
+    sa.Column("receipt", sa.Text),  # JSON: what was removed, counts, no personal data
+    sa.Column("error", sa.String(2000)),
+)
+
+unlinked_messages = sa.Table(  # messages kept in the log but given no profile (blocked by a
+    # plan, dropped by a transformation or a suppression): their identities, hashed, so that a
+    # deletion finds them without reading the whole log
+    "unlinked_messages",
+    metadata,
+    sa.Column("workspace_id", sa.String(64), primary_key=True),
+    sa.Column("value_hash", sa.String(64), primary_key=True),  # identity_hash(ws, type, value)
+    sa.Column("log_offset", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Index("ix_unlinked_messages_offset", "log_offset"),  # retention and replays delete by it
+)
+
+suppressions = sa.Table(  # identities whose messages ingestion rejects
+    "suppressions",
+    metadata,
+    sa.Column("workspace_id", sa.String(64), primary_key=True),
+    sa.Column("value_hash", sa.String(64), primary_key=True),  # identity_hash(ws, type, value)
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("request_id", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+audit_log = sa.Table(  # append-only (triggers refuse UPDATE and DELETE)
+    "audit_log",
+    metadata,
+    sa.Column("id", BigId, sa.Identity(), primary_key=True),
+    sa.Column("workspace_id", sa.String(64), nullable=False),
+    sa.Column("at", sa.BigInteger, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),  # tok_... or cli:<user>
+    sa.Column("action", sa.String(100), nullable=False),
+    sa.Column("target", sa.String(500), nullable=False),
+    sa.Column("details", sa.Text, nullable=False),  # JSON, never personal data
+    sa.Index("ix_audit_workspace_at", "workspace_id", "at"),
 )

@@ -23,7 +23,8 @@ SOURCE_TYPES = frozenset(
 SCOPES = frozenset(
     {
         "admin", "sources:read", "sources:write", "tokens:write", "config:write", "events:read",
-        "profiles:read", "profiles:write",
+        "profiles:read", "profiles:write", "governance:read", "governance:write",
+        "privacy:read", "privacy:write", "pii:read", "audit:read",
     }
 )  # fmt: skip
 TOKEN_PREFIX = "plt_"
