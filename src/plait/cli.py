@@ -22,6 +22,8 @@ app.add_typer(tokens_app, name="tokens")
 console = Console(soft_wrap=True)  # never wrap a printed key or token
 err = Console(stderr=True)
 
+# The workspace file's sections that are settings, not sources (apply reports both).
+SETTING_NAMES = ("identity", "tracking_plans", "transformations", "pii", "consent", "retention")
 WorkspaceOpt = typer.Option("demo", "--workspace", "-w", help="Workspace slug or id.")
 
 
@@ -156,18 +158,27 @@ def apply(
 ):
     """Apply a workspace file idempotently."""
     from plait.api import workspace_file
+    from plait.govern import audit
 
     repo = Workspaces(open_configured_store())
     try:
-        result = workspace_file.apply(repo, workspace_file.parse(file.read_text()), prune)
+        doc = workspace_file.parse(file.read_text())
+        result = workspace_file.apply(repo, doc, prune, get_settings().keyring())
     except Invalid as exc:
         fail(f"{exc.field}: {exc.message}")
+    if result.changed:
+        details = {"created": result.created, "updated": result.updated,
+                   "disabled": result.disabled}  # fmt: skip
+        with repo.engine.begin() as conn:
+            audit.record(conn, result.workspace_id, audit.cli_actor(), "config.apply",
+                         "workspace", details)  # fmt: skip
     if not result.changed:
         console.print("No changes.")
     for label, names in (("created", result.created), ("updated", result.updated),
                          ("disabled", result.disabled)):  # fmt: skip
         for name in names:
-            console.print(f"{label}: source {name}")
+            what = "setting" if name in SETTING_NAMES else "source"
+            console.print(f"{label}: {what} {name}")
     for name, key in result.new_write_keys.items():
         console.print(f"write key for {name}: [bold]{key}[/]")
 

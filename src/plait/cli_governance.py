@@ -76,7 +76,6 @@ def plan_infer(
     from rich.progress import Progress
 
     from plait.govern import reports
-    from plait.govern.plan_infer import infer_plan
     from plait.log import backend_for
 
     repo, ws_id = _repo_and_workspace(workspace)
@@ -87,16 +86,21 @@ def plan_infer(
     total = min(limit, backend_for(repo.store).count(ws_id))
     with repo.engine.connect() as conn, Progress(console=err) as bar:
         task = bar.add_task("reading events", total=total)
-
-        def counted():
-            for msg in reports.logged_messages(conn, ws_id, source_ids or None, limit):
-                bar.advance(task)
-                yield msg
-
-        plan = infer_plan(counted(), plan_id)
-    text = yaml.safe_dump({"tracking_plans": [plan]}, sort_keys=False, allow_unicode=True)
+        plan = reports.draft_plan(conn, ws_id, source_ids or None, limit, plan_id,
+                                  tick=lambda: bar.advance(task))  # fmt: skip
+    # Under the workspace's slug, so that the file is ready for `plait apply`.
+    slug = repo.get_workspace(ws_id)["slug"]
+    text = (
+        "# Drafted by `plait plan infer`: review it, then `plait apply` this file (it replaces\n"
+        "# the workspace's tracking_plans with this list).\n"
+        + yaml.safe_dump({"workspace": {"slug": slug}, "tracking_plans": [plan]},
+                         sort_keys=False, allow_unicode=True)
+    )  # fmt: skip
     if output:
-        output.write_text(text)
+        try:
+            output.write_text(text)
+        except OSError as exc:
+            fail(f"{output}: {exc.strerror or exc}")
         console.print(f"wrote {len(plan.get('events', {}))} events to {output}")
     else:
         sys.stdout.write(text)
@@ -106,7 +110,9 @@ def plan_infer(
 def plan_lint(
     plan_id: str = typer.Argument(None, help="A plan of the workspace (or use --file)."),
     workspace: str = WorkspaceOpt,
-    file: Path = typer.Option(None, help="A workspace file or plan YAML to check instead."),
+    file: Path = typer.Option(
+        None, exists=True, dir_okay=False, help="A workspace file or plan YAML to check instead."
+    ),
     events: str = typer.Option(None, help="Naming standard for events (default the plan's)."),
     properties: str = typer.Option(None, help="Naming standard for properties."),
 ):
@@ -115,15 +121,17 @@ def plan_lint(
     from plait.govern.naming import lint_plan
 
     if file:
-        doc = yaml.safe_load(file.read_text())
-        plans = doc.get("tracking_plans", [doc]) if isinstance(doc, dict) else []
+        doc = _read_yaml(file)
+        plans = doc.get("tracking_plans", [doc]) if isinstance(doc, dict) else None
+        if not isinstance(plans, list) or not all(isinstance(p, dict) for p in plans):
+            fail(f"{file}: expected a plan, or a workspace file with a tracking_plans list")
     else:
         repo, ws_id = _repo_and_workspace(workspace)
         plans = repo.get_setting(ws_id, "tracking_plans") or []
     if plan_id:
         plans = [p for p in plans if p.get("id") == plan_id]
     if not plans:
-        fail("no tracking plan found")
+        fail(f"tracking plan {plan_id!r} not found" if plan_id else "no tracking plan found")
     offences = 0
     for plan in plans:
         naming = dict(plan.get("naming") or {"events": "object_action", "properties": "snake_case"})
@@ -149,7 +157,10 @@ def plan_show(plan_id: str, workspace: str = WorkspaceOpt, versions: bool = Fals
     repo, ws_id = _repo_and_workspace(workspace)
     if versions:
         with repo.engine.connect() as conn:
-            _print_json(plan_versions(conn, ws_id, plan_id))
+            found = plan_versions(conn, ws_id, plan_id)
+        if not found:
+            fail(f"tracking plan {plan_id!r} not found")
+        _print_json(found)
         return
     for plan in repo.get_setting(ws_id, "tracking_plans") or []:
         if plan["id"] == plan_id:
@@ -159,7 +170,11 @@ def plan_show(plan_id: str, workspace: str = WorkspaceOpt, versions: bool = Fals
 
 
 @quarantine_app.command("list")
-def quarantine_list(workspace: str = WorkspaceOpt, limit: int = 20, as_json: bool = False):
+def quarantine_list(
+    workspace: str = WorkspaceOpt,
+    limit: int = typer.Option(20, min=1, help="Messages to show."),
+    as_json: bool = typer.Option(False, "--json", help="As JSON."),
+):
     """Blocked messages, oldest first, with the reason."""
     from plait.govern import reports
 
@@ -185,14 +200,14 @@ def quarantine_replay(
     offset: list[int] = typer.Option(None, help="Only these log offsets (repeatable)."),
 ):
     """Run the quarantined messages through the pipeline again under the current plan."""
-    from plait.cli_privacy import cli_actor
     from plait.govern import audit
     from plait.pipeline.replay import replay_quarantine
 
     repo, ws_id = _repo_and_workspace(workspace)
     result = replay_quarantine(repo.store, ws_id, offset or None)
     with repo.engine.begin() as conn:
-        audit.record(conn, ws_id, cli_actor(), "quarantine.replay", "quarantine", result.__dict__)
+        audit.record(conn, ws_id, audit.cli_actor(), "quarantine.replay", "quarantine",
+                     result.__dict__)  # fmt: skip
     console.print(f"replayed {result.replayed:,}: {result.passed:,} passed, "
                   f"{result.blocked:,} still blocked")  # fmt: skip
 
@@ -203,7 +218,10 @@ def transform_dry_run(
     workspace: str = WorkspaceOpt,
     source: str = typer.Option(None, help="The source the message comes from."),
     file: Path = typer.Option(
-        None, help="Transformations (YAML) to try instead of the workspace's."
+        None,
+        exists=True,
+        dir_okay=False,
+        help="Transformations (YAML) to try instead of the workspace's.",
     ),  # fmt: skip
 ):
     """Show a message before and after the transformations."""
@@ -211,25 +229,36 @@ def transform_dry_run(
 
     repo, ws_id = _repo_and_workspace(workspace)
     try:
-        msg = json.loads(message.read_text())
+        msg = json.loads(message.read_bytes())
+    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError included
+        fail(f"{message}: not a JSON message ({exc})")
+    if file:
+        doc = _read_yaml(file)
+        docs = doc.get("transformations", []) if isinstance(doc, dict) else doc
+    else:
+        docs = repo.get_setting(ws_id, "transformations") or []
+    try:
         sources = {s["name"]: s["id"] for s in repo.list_sources(ws_id)}
         source_id = repo.get_source(ws_id, source)["id"] if source else None
-        if file:
-            doc = yaml.safe_load(file.read_text())
-            docs = doc.get("transformations", []) if isinstance(doc, dict) else doc
-        else:
-            docs = repo.get_setting(ws_id, "transformations") or []
-        _print_json(dry_run(docs, msg, sources, source_id))
-    except (ValueError, NotFound) as exc:
-        fail(str(exc) if not isinstance(exc, Invalid) else f"{exc.field}: {exc.message}")
+        result = dry_run(docs, msg, sources, source_id)
+    except Invalid as exc:
+        fail(f"{exc.field}: {exc.message}")
+    except NotFound as exc:
+        fail(str(exc))
+    _print_json(result)
 
 
 @pii_app.command("generate-key")
 def pii_generate_key(key_id: str = typer.Option("k1", "--id", help="The key's id.")):
     """Print a new key for PLAIT_PII_KEYS (keep it secret; it is never stored by Plait)."""
-    from plait.govern.pii import Keyring
+    from plait.govern.pii import Keyring, PiiKeyError
 
-    console.print(f"{key_id}:{Keyring.generate_key()}")
+    entry = f"{key_id}:{Keyring.generate_key()}"
+    try:
+        Keyring.parse(entry)  # the id must be one PLAIT_PII_KEYS accepts
+    except PiiKeyError as exc:
+        fail(str(exc))
+    sys.stdout.write(entry + "\n")  # plain, for `$(plait pii generate-key)`
 
 
 @pii_app.command("rotate-key")
@@ -238,31 +267,58 @@ def pii_rotate_key(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ):
     """Re-encrypt every encrypted value under the current key (the first of
-    PLAIT_PII_KEYS), then rebuild the workspace's profiles from the log."""
+    PLAIT_PII_KEYS), then rebuild the workspace's profiles from the log. Restart the
+    servers with the new PLAIT_PII_KEYS first; drop the old key only after this."""
     from rich.progress import Progress
 
-    from plait.cli_privacy import cli_actor
     from plait.govern import audit
-    from plait.govern.rotation import rotate_log
+    from plait.govern.pii import PiiKeyError
+    from plait.govern.rotation import rotate_log, rotate_removals, stale_derived_state
     from plait.pipeline.maintenance import rebuild
     from plait.settings import get_settings
 
-    keyring = get_settings().keyring()
+    try:
+        keyring = get_settings().keyring()
+    except PiiKeyError as exc:
+        fail(str(exc))
     if keyring is None:
         fail("PLAIT_PII_KEYS is not set")
     repo, ws_id = _repo_and_workspace(workspace)
     if not yes:
-        typer.confirm(f"Re-encrypt {workspace}'s log under key {keyring.key_ids[0]}?", abort=True)
-    with Progress(console=err) as bar:
-        task = bar.add_task("re-encrypting", total=None)
-        changed = rotate_log(repo.store, ws_id, keyring, lambda n: bar.advance(task, n))
-    console.print(f"re-encrypted {changed:,} message(s)")
-    if changed:
+        typer.confirm(f"Re-encrypt {workspace}'s log under key {keyring.current}?", abort=True)
+    try:
+        with Progress(console=err) as bar:
+            task = bar.add_task("re-encrypting", total=None)
+            logged = rotate_log(repo.store, ws_id, keyring, lambda n: bar.advance(task, n))
+        removals = rotate_removals(repo.store, ws_id, keyring)
+    except PiiKeyError as exc:
+        fail(f"{exc} (what was re-encrypted before it stays so; run this again once fixed)")
+    console.print(f"re-encrypted {logged.messages:,} message(s)"
+                  + (f" and {removals:,} unmerge record(s)" if removals else ""))  # fmt: skip
+    processed = None
+    stale = bool(logged.messages or removals)
+    if not stale:  # a rotation stopped before its rebuild left old tokens in derived state
+        with repo.engine.connect() as conn:
+            stale = stale_derived_state(conn, ws_id, keyring)
+    if stale:
         processed = rebuild(repo.store, ws_id)
         console.print(f"rebuilt profiles from {processed:,} messages")
+    details = {"messages": logged.messages, "unmerges": removals, "rebuilt": processed,
+               "unknown_keys": sorted(logged.unknown_keys)}  # fmt: skip
     with repo.engine.begin() as conn:
-        audit.record(conn, ws_id, cli_actor(), "pii.rotate_key", keyring.key_ids[0],
-                     {"messages": changed})  # fmt: skip
+        audit.record(conn, ws_id, audit.cli_actor(), "pii.rotate_key", keyring.current, details)
+    if logged.unknown_keys:
+        fail(f"{logged.unknown_messages:,} message(s) hold values under key(s) "
+             f"{', '.join(sorted(logged.unknown_keys))}, which PLAIT_PII_KEYS does not hold: "
+             "they were left as they are (add those keys to rotate them)")  # fmt: skip
+
+
+def _read_yaml(path: Path):
+    """A YAML file's document; a clear error (no traceback) when it is not YAML."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+        fail(f"{path}: not a YAML file ({exc})")
 
 
 def register(app: typer.Typer) -> None:

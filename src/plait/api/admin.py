@@ -84,6 +84,14 @@ def _repo(request: Request) -> Workspaces:
     return request.app.state.workspaces
 
 
+async def _audit(request: Request, auth: TokenAuth, action: str, target: str, details: dict):
+    def write() -> None:
+        with _repo(request).engine.begin() as conn:
+            audit.record(conn, auth.workspace_id, auth.token_id, action, target, details)
+
+    await run_in_threadpool(write)
+
+
 def _opt_bool(data: dict, name: str) -> bool | None:
     value = data.get(name)
     if value is not None and not isinstance(value, bool):
@@ -179,14 +187,15 @@ async def create_token(request: Request, auth: TokenAuth) -> Response:
     record, secret = await run_in_threadpool(
         _repo(request).create_token, auth.workspace_id, str(name), scopes
     )
+    await _audit(request, auth, "token.create", record["id"], {"scopes": record["scopes"]})
     return json_response({"token": record, "secret": secret}, 201)
 
 
 @endpoint("tokens:write")
 async def revoke_token(request: Request, auth: TokenAuth) -> Response:
-    await run_in_threadpool(
-        _repo(request).revoke_token, auth.workspace_id, request.path_params["token_id"]
-    )
+    token_id = request.path_params["token_id"]
+    await run_in_threadpool(_repo(request).revoke_token, auth.workspace_id, token_id)
+    await _audit(request, auth, "token.revoke", token_id, {})
     return Response(status_code=204)
 
 
@@ -209,17 +218,13 @@ async def apply_config(request: Request, auth: TokenAuth) -> Response:
                        "workspace.slug")  # fmt: skip
     prune = request.query_params.get("prune") in ("1", "true")
 
-    def run() -> workspace_file.ApplyResult:
-        result = workspace_file.apply(repo, doc, prune, request.app.state.keyring)
-        if result.changed:
-            details = {"created": result.created, "updated": result.updated,
-                       "disabled": result.disabled}  # fmt: skip
-            with repo.engine.begin() as conn:
-                audit.record(conn, auth.workspace_id, auth.token_id, "config.apply",
-                             "workspace", details)  # fmt: skip
-        return result
-
-    result = await run_in_threadpool(run)
+    result = await run_in_threadpool(
+        workspace_file.apply, repo, doc, prune, request.app.state.keyring
+    )
+    if result.changed:
+        details = {"created": result.created, "updated": result.updated,
+                   "disabled": result.disabled}  # fmt: skip
+        await _audit(request, auth, "config.apply", "workspace", details)
     return json_response(result.__dict__)
 
 

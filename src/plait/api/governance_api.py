@@ -18,7 +18,6 @@ from starlette.routing import Route
 from plait.api.admin import ApiError, _json_body, endpoint, json_response
 from plait.govern import audit, documents, reports
 from plait.govern.naming import lint_plan
-from plait.govern.plan_infer import infer_plan
 from plait.govern.transformations import dry_run
 from plait.pipeline.replay import replay_quarantine
 from plait.store.workspaces import TokenAuth, Workspaces, read_setting
@@ -146,8 +145,8 @@ async def infer(request: Request, auth: TokenAuth) -> Response:
         if data.get("sources"):
             source_ids = [repo.get_source(auth.workspace_id, ref)["id"] for ref in data["sources"]]
         with repo.engine.connect() as conn:
-            messages = reports.logged_messages(conn, auth.workspace_id, source_ids, limit)
-            return infer_plan(messages, str(data.get("id") or "inferred"))
+            plan_id = str(data.get("id") or "inferred")
+            return reports.draft_plan(conn, auth.workspace_id, source_ids, limit, plan_id)
 
     return json_response({"plan": await run_in_threadpool(draft)})
 

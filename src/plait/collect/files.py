@@ -46,8 +46,10 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from plait.collect.guard import IngestGuards
 from plait.collect.ingest import prepare
 from plait.log import backend_for
+from plait.settings import get_settings
 from plait.spec import MESSAGE_TYPES, Enrichment
 from plait.spec.timestamps import format_timestamp, now_utc
 from plait.store import Store
@@ -710,6 +712,9 @@ class FileImport:
             self._save(0, 0, 0, False, insert=state is None)
 
         log = backend_for(self.store)
+        # The PII policy and suppressions apply to imported rows as to the HTTP API's.
+        guards = IngestGuards(self.store.engine, 0.0, get_settings().keyring())
+        guard = guards.for_source(self.workspace_id, self.source_id)
         report = None
         chunks = 0
         rows = self._reader.rows(self.resume_from)
@@ -733,7 +738,7 @@ class FileImport:
                     meta.append((row_no, data))
                 env = Enrichment(received_at=now_utc(), workspace_id=self.workspace_id,
                                  source_id=self.source_id)  # fmt: skip
-                prepared = prepare(messages, self.options.msg_type, env)
+                prepared = prepare(messages, self.options.msg_type, env, guard)
                 for item in prepared.rejected:
                     row_no, data = meta[item["index"]]
                     error = RowError(item["code"], item["field"], item["message"])

@@ -114,10 +114,12 @@ class Keyring:
 
     is_encrypted = staticmethod(is_encrypted)
 
-    def encrypt(self, value: str, workspace_id: str) -> str:
-        sealed = self._ciphers[self.current].encrypt(value.encode(), [workspace_id.encode()])
+    def encrypt(self, value: str, workspace_id: str, key_id: str | None = None) -> str:
+        """The token of ``value`` under the current key (or ``key_id``)."""
+        key_id = key_id or self.current
+        sealed = self._ciphers[key_id].encrypt(value.encode(), [workspace_id.encode()])
         encoded = base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
-        return f"{PREFIX}{self.current}:{encoded}"
+        return f"{PREFIX}{key_id}:{encoded}"
 
     def decrypt(self, token: str, workspace_id: str) -> str:
         key_id = token_key_id(token)

@@ -113,8 +113,8 @@ def lookup_values(
     if type_name in PII_TYPES:  # as a policy's hash or encrypt action stores it
         forms.append(hashlib.sha256(normalized.encode()).hexdigest())
         keyring = get_settings().keyring()
-        if keyring is not None:
-            forms.append(keyring.encrypt(normalized, workspace_id))
+        if keyring is not None:  # under every key: a rotation may not have run yet
+            forms += [keyring.encrypt(normalized, workspace_id, k) for k in keyring.key_ids]
     return forms
 
 

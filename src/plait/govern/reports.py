@@ -3,14 +3,16 @@ quarantine, and the events a plan is inferred from."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
-from plait.store.schema import log_messages, quarantine, violations
+from plait.govern.config import GovernanceCache
+from plait.govern.plan_infer import infer_plan
+from plait.store.schema import log_messages, quarantine, sources, violations
 
 VIOLATION_EVENT = "Violation Generated"
 GROUPS = {
@@ -131,3 +133,36 @@ def logged_messages(
             seen += 1
             yield msg
         after = rows[-1][0]
+
+
+def draft_plan(
+    conn: sa.Connection,
+    workspace_id: str,
+    source_ids: list[str] | None = None,
+    limit: int | None = None,
+    plan_id: str = "inferred",
+    tick: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """A tracking plan drafted from the workspace's logged events, as plans see them (after
+    the transformations; dropped events left out), connected to the sources it was drafted
+    from (a plan without sources checks nothing). ``tick`` hears every message read."""
+    transformations = GovernanceCache().get(conn, workspace_id).transformations
+    seen: set[str] = set()
+
+    def governed() -> Iterator[dict[str, Any]]:
+        for msg in logged_messages(conn, workspace_id, source_ids, limit):
+            if tick is not None:
+                tick()
+            source_id = msg.get("sourceId")
+            if transformations.for_source(source_id):
+                msg = transformations.apply(msg, source_id)
+                if msg is None:  # dropped: never reaches a plan
+                    continue
+            seen.add(source_id)
+            yield msg
+
+    plan = infer_plan(governed(), plan_id)
+    query = sa.select(sources.c.id, sources.c.name).where(sources.c.workspace_id == workspace_id)
+    names = dict(conn.execute(query).all())
+    plan["sources"] = [names[i] for i in (source_ids or sorted(seen, key=str)) if i in names]
+    return plan

@@ -44,6 +44,7 @@ from plait.store.schema import (
     identity_removals,
     lineage,
     message_profiles,
+    privacy_requests,
     profile_consent,
     profiles,
     quarantine,
@@ -88,6 +89,47 @@ def rebuild(
     each message's profile known already; messages that arrived meanwhile are resolved as
     usual. A pipeline worker running meanwhile finds the graph complete and gives
     messages the same profiles. ``progress`` hears ("identity" | "profiles", messages)."""
+    for _ in range(3):
+        started = now_ms()
+        graph, changes, profile_of, after, governance = _resolve_log(store, workspace_id, progress)
+        with store.write(derived=True) as conn:  # the write lock only to swap the graphs
+            # A privacy deletion that committed meanwhile removed identifiers this pass
+            # read: swapping them in would bring the person back. Read the log again.
+            if _deletions_since(conn, workspace_id, started):
+                continue
+            reset(conn, workspace_id)
+            graph_store.save(conn, graph, changes)
+        break
+    else:
+        raise RuntimeError("privacy deletions kept arriving during the rebuild; run it again")
+
+    def known_profiles(batch: Batch) -> None:
+        if batch.items and batch.items[-1].record.offset > after:  # arrived meanwhile
+            resolve(batch)
+            return
+        found = profile_of.profiles([item.record.offset for item in batch.items])
+        for item, profile_id in zip(batch.items, found, strict=True):
+            item.profile_id = profile_id
+        batch.context["merges"] = []
+        batch.context["graph"] = Graph(workspace_id)  # the profile ids are final already
+        resolve_accounts(batch)
+
+    pipeline = Pipeline(
+        store,
+        stages=(parse, govern, normalize, known_profiles, update_profiles, update_consent),
+        forward_violations=False,
+        governance=governance,
+    )
+    total = 0
+    while (count := pipeline.run_batch(workspace_id)) > 0:
+        total += count
+        if progress is not None:
+            progress("profiles", count)
+    return total
+
+
+def _resolve_log(store: Store, workspace_id: str, progress):
+    """The rebuild's first pass: every message's identifiers, resolved at once."""
     log = backend_for(store)
     identities = LogIdentities()
     graph = Graph(workspace_id)
@@ -114,34 +156,16 @@ def rebuild(
             if progress is not None:
                 progress("identity", len(records))
     changes, profile_of = resolve_all(graph, rules, identities)
-    del identities
-    with store.write(derived=True) as conn:  # the write lock only to swap the graphs
-        reset(conn, workspace_id)
-        graph_store.save(conn, graph, changes)
+    return graph, changes, profile_of, after, governance
 
-    def known_profiles(batch: Batch) -> None:
-        if batch.items[-1].record.offset > after:  # arrived during the rebuild
-            resolve(batch)
-            return
-        found = profile_of.profiles([item.record.offset for item in batch.items])
-        for item, profile_id in zip(batch.items, found, strict=True):
-            item.profile_id = profile_id
-        batch.context["merges"] = []
-        batch.context["graph"] = Graph(workspace_id)  # the profile ids are final already
-        resolve_accounts(batch)
 
-    pipeline = Pipeline(
-        store,
-        stages=(parse, govern, normalize, known_profiles, update_profiles, update_consent),
-        forward_violations=False,
-        governance=governance,
+def _deletions_since(conn: sa.Connection, workspace_id: str, started: int) -> bool:
+    query = sa.select(sa.func.count()).where(
+        privacy_requests.c.workspace_id == workspace_id,
+        privacy_requests.c.finished_at >= started,
+        privacy_requests.c.regulation_type.not_in(("SUPPRESS_ONLY", "UNSUPPRESS")),
     )
-    total = 0
-    while (count := pipeline.run_batch(workspace_id)) > 0:
-        total += count
-        if progress is not None:
-            progress("profiles", count)
-    return total
+    return conn.execute(query).scalar_one() > 0
 
 
 @dataclass
