@@ -587,3 +587,28 @@ def test_an_unknown_workspace_is_a_clear_error(cli, command):
     result = cli(*args, "-w", "nowhere", keys=keys, ok=False)
     assert result.exit_code == 1 and "not found" in result.error
     assert result.stdout == ""
+
+
+def test_file_import_applies_the_pii_policy_and_suppressions(cli):
+    """`plait import` goes through the same guard as the HTTP API."""
+    import hashlib
+
+    from plait.govern.identity_hash import identity_hash
+    from plait.store.schema import log_messages, suppressions
+
+    cli.apply({"workspace": WORKSPACE, "sources": SOURCES,
+               "pii": {"actions": {"email": "hash"}}})  # fmt: skip
+    with cli.store.engine.begin() as conn:  # u-9 suppressed (as a privacy request does)
+        conn.execute(suppressions.insert().values(
+            workspace_id=cli.workspace_id, value_hash=identity_hash(cli.workspace_id, "user_id",
+                                                                    "u-9"),
+            type="user_id", request_id="reg_test", created_at=0))  # fmt: skip
+    rows = [{"type": "identify", "userId": "u-1", "traits": {"email": "Jo@X.com"}},
+            {"type": "identify", "userId": "u-9", "traits": {"email": "nine@x.com"}}]
+    path = cli.file("people.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    cli("import", path, "--source", "Website", "-w", "acme")
+    with cli.store.engine.connect() as conn:
+        payloads = conn.scalars(sa.select(log_messages.c.payload)).all()
+    assert len(payloads) == 1
+    assert "Jo@X.com" not in payloads[0] and "jo@x.com" not in payloads[0]
+    assert hashlib.sha256(b"jo@x.com").hexdigest() in payloads[0]

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from functools import lru_cache
 
-import phonenumbers
+from plait.identity.identifiers import e164
 
 KINDS = ("email", "phone", "card_number", "national_id", "ip")
 MAX_LENGTH = 320  # longer strings are free text, not one identifier (an email is <= 254)
@@ -113,19 +112,7 @@ def is_card_number(text: str) -> bool:
     return 13 <= len(digits) <= 19 and bool(_CARD_NETWORK.fullmatch(digits)) and luhn_valid(digits)
 
 
-@lru_cache(maxsize=8192)
-def phone_e164(text: str, region: str | None) -> str | None:
-    """``text`` as an E.164 number ("+14155550100") when it is a possible phone number.
-
-    Without a leading "+", ``region`` (ISO 3166 alpha-2) gives the country. Cached: parsing
-    costs ~30 µs and a person's number comes back in many events."""
-    try:
-        number = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+phone_e164 = e164  # identity's normalization: a hashed phone matches its identifier
 
 
 def looks_like_phone(text: str) -> bool:

@@ -95,7 +95,7 @@ def normalize(type_name: str, value: Any, rules: Rules) -> str | None:
         text = text.lower()
         return text if "@" in text[1:-1] else None
     if type_name == "phone":
-        return _e164(text, rules.default_region)
+        return e164(text, rules.default_region)
     return text
 
 
@@ -109,7 +109,10 @@ def _stored_pii(text: str) -> bool:
 
 
 @lru_cache(maxsize=65536)
-def _e164(text: str, region: str) -> str | None:
+def e164(text: str, region: str | None) -> str | None:
+    """``text`` as an E.164 number ("+14155550100") when it is a possible phone number;
+    without a leading "+", ``region`` (ISO 3166 alpha-2) gives the country. Cached: parsing
+    costs ~30 µs and a person's number comes back in many events."""
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
