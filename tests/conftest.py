@@ -8,6 +8,7 @@ when it cannot be reached those runs skip, except under CI=true, where they fail
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import threading
@@ -29,6 +30,17 @@ POSTGRES_URL = os.environ.get(
     "PLAIT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """A command a test runs (``plait worker``, ``plait serve``) points the root logger at
+    its stderr, which the test runner closes afterwards: later records would fail there."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def require(condition: bool, reason: str) -> None:

@@ -603,8 +603,10 @@ def test_file_import_applies_the_pii_policy_and_suppressions(cli):
             workspace_id=cli.workspace_id, value_hash=identity_hash(cli.workspace_id, "user_id",
                                                                     "u-9"),
             type="user_id", request_id="reg_test", created_at=0))  # fmt: skip
-    rows = [{"type": "identify", "userId": "u-1", "traits": {"email": "Jo@X.com"}},
-            {"type": "identify", "userId": "u-9", "traits": {"email": "nine@x.com"}}]
+    rows = [
+        {"type": "identify", "userId": "u-1", "traits": {"email": "Jo@X.com"}},
+        {"type": "identify", "userId": "u-9", "traits": {"email": "nine@x.com"}},
+    ]
     path = cli.file("people.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
     cli("import", path, "--source", "Website", "-w", "acme")
     with cli.store.engine.connect() as conn:

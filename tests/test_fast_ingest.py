@@ -3,6 +3,7 @@ enrich(): for any batch, valid or not, the same rows and the same rejections."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from datetime import UTC, datetime, timedelta, timezone
@@ -303,3 +304,43 @@ def test_clock_skew_takes_only_format_timestamps_own_form(text):
         canonical = False
     corrected = ClockSkew(RECEIVED, RECEIVED).correct(text)  # no skew: as sent
     assert corrected == (text if canonical else None)
+
+
+def test_a_guard_gives_both_paths_the_same_rows_and_never_touches_shared_objects():
+    """The fast path applies the guard (PII policy) before serializing; the general path
+    after. Same rows either way, and a batch context shared by the messages is governed
+    once per message, never twice through a shared object."""
+    from plait.govern.pii import compile_policy
+
+    policy = compile_policy({"actions": {"email": "hash", "ip": "mask"}})
+
+    def guard(msg):
+        policy.apply(msg, None, "ws_1")
+        return "suppressed" if msg.get("userId") == "u-9" else None
+
+    context = {"traits": {"email": "Jo@X.com"}, "library": {"name": "x"}}
+    body = orjson.dumps({"batch": [
+        {"type": "track", "userId": "u-1", "event": "A", "properties": {"mail": "a@b.io"}},
+        {"type": "identify", "userId": "u-2", "traits": {"email": "Two@X.com"}},
+        {"type": "track", "userId": "u-9", "event": "B"},
+        {"type": "track", "userId": 7, "event": "C"},  # not plain: the general path
+    ]})  # fmt: skip
+    env = enrichment(None, context, None, "203.0.113.9")
+    fast = prepare(orjson.loads(body)["batch"], None, env, guard)
+    env = enrichment(None, orjson.loads(orjson.dumps(context)), None, "203.0.113.9")
+    general = Prepared()
+    for index, msg in enumerate(orjson.loads(body)["batch"]):
+        start = len(general.rows)
+        prepare_message(general, index, msg, None, env, received_us(env))
+        if len(general.rows) > start:
+            from plait.collect.ingest import _guard_rows
+
+            _guard_rows(general, start, index, guard)
+    assert comparable(fast) == comparable(general)
+    assert [r["index"] for r in fast.rejected] == [2]
+    hashed = hashlib.sha256(b"jo@x.com").hexdigest()
+    for row in fast.rows:
+        data = orjson.loads(row[5])
+        assert data["context"]["traits"]["email"] == hashed  # hashed once, not twice
+        assert data["context"]["ip"] == "203.0.113.0"
+    assert context["traits"]["email"] == "Jo@X.com"  # the batch's own object is untouched

@@ -687,7 +687,7 @@ def plait(store_url, monkeypatch):
     monkeypatch.setenv("PLAIT_DATABASE_URL", store_url)
     monkeypatch.setenv("PLAIT_GOVERNANCE_CACHE_SECONDS", "0")
     get_settings.cache_clear()
-    monkeypatch.setattr(cli.console, "width", 200)  # tables unabridged
+    monkeypatch.setattr(cli.console, "_width", 200)  # tables unabridged (undone to None)
     runner = CliRunner()
 
     def run(*args, code=0):

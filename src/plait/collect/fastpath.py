@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from plait.collect import querystring
+from plait.collect.guard import Guard
 from plait.log.backends import Row
 from plait.spec import MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_LENGTH, MESSAGE_TYPES, Enrichment
 from plait.spec.timestamps import ClockSkew, format_timestamp, parse_timestamp
@@ -40,10 +41,13 @@ def _short(value: object) -> bool:
 class FastPath:
     """One request's enrichment, prepared once; :meth:`row` per message."""
 
-    __slots__ = ("env", "received", "correct", "sent_at_text", "context", "integrations", "ip")
+    __slots__ = (
+        "env", "received", "correct", "sent_at_text", "context", "integrations", "ip", "guard",
+    )  # fmt: skip
 
-    def __init__(self, env: Enrichment, received: int):
+    def __init__(self, env: Enrichment, received: int, guard: Guard | None = None):
         self.env = env
+        self.guard = guard  # collect/guard.py: the PII policy and suppressions
         self.received = received  # the rows' received_at
         # Without a batch sentAt a timestamp stands as sent: a correction by nothing.
         self.correct = ClockSkew(env.received_at, env.sent_at or env.received_at).correct
@@ -52,8 +56,9 @@ class FastPath:
         self.integrations = env.batch_integrations or None
         self.ip = env.ip or None
 
-    def row(self, msg: Any, msg_type: str | None) -> Row | None:
-        """``msg``'s log row, or None when validate() and enrich() must judge it.
+    def row(self, msg: Any, msg_type: str | None) -> Row | str | None:
+        """``msg``'s log row, or None when validate() and enrich() must judge it, or the
+        guard's rejection code.
 
         The checks are validate()'s, stricter (no conversions, no subclasses) and inline:
         this runs once per event.
@@ -153,6 +158,15 @@ class FastPath:
         out["receivedAt"] = env.received_at_text
         out["sourceId"] = env.source_id
         out["workspaceId"] = env.workspace_id
+        if self.guard is not None:
+            # The guard changes the message in place: the batch's context objects are
+            # shared by all its messages, so this message gets its own copy first. Its
+            # other objects are its own (msg's, parsed for it alone).
+            if self.context:
+                out["context"] = context = orjson.loads(orjson.dumps(context))
+            code = self.guard(out)
+            if code is not None:
+                return code
         try:
             payload = orjson.dumps(out)
         except orjson.JSONEncodeError:  # nested deeper than orjson writes

@@ -48,8 +48,8 @@ import sqlalchemy as sa
 
 from plait.collect.guard import IngestGuards
 from plait.collect.ingest import prepare
+from plait.govern.pii import Keyring
 from plait.log import backend_for
-from plait.settings import get_settings
 from plait.spec import MESSAGE_TYPES, Enrichment
 from plait.spec.timestamps import format_timestamp, now_utc
 from plait.store import Store
@@ -713,7 +713,7 @@ class FileImport:
 
         log = backend_for(self.store)
         # The PII policy and suppressions apply to imported rows as to the HTTP API's.
-        guards = IngestGuards(self.store.engine, 0.0, get_settings().keyring())
+        guards = IngestGuards(self.store.engine, 0.0, Keyring.from_env())
         guard = guards.for_source(self.workspace_id, self.source_id)
         report = None
         chunks = 0

@@ -39,32 +39,39 @@ def prepare(
     received = received_us(env)
     # Once per event on the event loop: plain, valid messages take the fast path (the same
     # rows in fewer steps), the others validate() and enrich().
-    fast_row = FastPath(env, received).row
+    fast_row = FastPath(env, received, guard).row
     rows, types = out.rows, out.types
     for index, msg in enumerate(messages):
-        start = len(rows)
         row = fast_row(msg, msg_type)
         if row is None:
+            start = len(rows)
             prepare_message(out, index, msg, msg_type, env, received)
+            if guard is not None and len(rows) > start:
+                _guard_rows(out, start, index, guard)
+        elif type(row) is str:  # the guard refused it
+            out.rejected.append(_rejection(index, row))
         else:
             rows.append(row)
             types[row[3]] += 1
-        if guard is not None and len(rows) > start:
-            _guard_rows(out, start, index, guard)
     return out
 
 
+def _rejection(index: int, code: str) -> dict[str, Any]:
+    return {"index": index, "code": code, "field": "message",
+            "message": REJECTIONS.get(code, code)}  # fmt: skip
+
+
 def _guard_rows(out: Prepared, start: int, index: int, guard: Guard) -> None:
-    """Apply the guard to message ``index``'s rows (from ``start``); a rejection takes all
-    of them (a page and the calls derived from its query string go together)."""
+    """Apply the guard to message ``index``'s rows (from ``start``), made by validate() and
+    enrich() (the fast path applies it before serializing); a rejection takes all of them (a
+    page and the calls derived from its query string go together)."""
     guarded = [guarded_row(row, guard) for row in out.rows[start:]]
     code = next((g for g in guarded if isinstance(g, str)), None)
     if code is not None:
         for row in out.rows[start:]:
             out.types[row[3]] -= 1
         del out.rows[start:]
-        out.rejected.append({"index": index, "code": code, "field": "message",
-                             "message": REJECTIONS.get(code, code)})  # fmt: skip
+        out.rejected.append(_rejection(index, code))
         return
     out.rows[start:] = guarded
 

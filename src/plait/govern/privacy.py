@@ -41,6 +41,7 @@ from plait.govern.erase import (
     make_physical,
 )
 from plait.govern.identity_hash import identity_hash
+from plait.govern.pii import Keyring
 from plait.identity import graph_store
 from plait.identity.identifiers import MAX_VALUE_LENGTH, PII_TYPES, Identifier, normalize
 from plait.identity.rules import Rules
@@ -112,7 +113,7 @@ def lookup_values(
     forms = [normalized]
     if type_name in PII_TYPES:  # as a policy's hash or encrypt action stores it
         forms.append(hashlib.sha256(normalized.encode()).hexdigest())
-        keyring = get_settings().keyring()
+        keyring = Keyring.from_env()  # PLAIT_PII_KEYS, as the server reads it
         if keyring is not None:  # under every key: a rotation may not have run yet
             forms += [keyring.encrypt(normalized, workspace_id, k) for k in keyring.key_ids]
     return forms

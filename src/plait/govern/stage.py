@@ -51,12 +51,11 @@ def govern(batch: Batch) -> None:
         record, msg = item.record, item.message
         changed = False
         if transformations.for_source(record.source_id):
-            msg = transformations.apply(msg, record.source_id)
+            msg, changed = transformations.transform(msg, record.source_id)
             if msg is None:
                 GOVERNED_MESSAGES.labels("dropped").inc()
                 left_out.append(item)
                 continue
-            changed = True
         verdict = plans.check(msg, record.source_id)
         if verdict is not None and verdict.violations:
             for v in verdict.violations:
@@ -80,12 +79,10 @@ def govern(batch: Batch) -> None:
                 GOVERNED_MESSAGES.labels("blocked").inc()
                 left_out.append(item)
                 continue
-            changed = True
+            changed = True  # context.protocols records the violations
         if changed:
             item.message = msg
-            payload = orjson.dumps(msg).decode()
-            if payload != record.payload:
-                item.governed_payload = payload
+            item.governed_payload = orjson.dumps(msg).decode()
         kept.append(item)
     batch.items = kept
     if batch.context.get("dry_run"):  # a rebuild's identity pass: what stays, nothing more

@@ -47,7 +47,8 @@ WRITABLE_ROOTS = frozenset({"properties", "traits", "context", "integrations"})
 _KEYS = ("name", "sources", "destinations", "where", "enabled", "rules")
 _ABSENT = object()
 
-Rule = Callable[[dict], Any]  # applies itself to a message; a true result drops the event
+Rule = Callable[[dict], Any]  # applies itself to a message: _DROP, _CHANGED or None
+_CHANGED, _DROP = 1, 2
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -98,9 +99,14 @@ class TransformationSet:
 
     def apply(self, msg: dict, source_id: str) -> dict | None:
         """Transform ``msg`` in place for its source: the message, or None when dropped."""
+        return self.transform(msg, source_id)[0]
+
+    def transform(self, msg: dict, source_id: str) -> tuple[dict | None, bool]:
+        """``apply``, and whether a rule changed the message (the pipeline serializes a
+        message again only then)."""
         todo = self._by_source.get(source_id, self._every)
         if not todo:
-            return msg
+            return msg, False
         return _run(msg, todo, None)
 
     def apply_for_destination(self, msg: dict, name: str) -> dict | None:
@@ -112,7 +118,7 @@ class TransformationSet:
         todo = self._by_destination.get(name)
         if not todo:
             return msg
-        return _run(_copy_json(msg), todo, None)
+        return _run(_copy_json(msg), todo, None)[0]
 
     def to_dicts(self) -> list[dict[str, Any]]:
         """The normalized configuration: ``compile_transformations`` of it gives the same set,
@@ -126,16 +132,21 @@ class TransformationSet:
         return copy.deepcopy(out)
 
 
-def _run(msg: dict, todo: tuple[Transformation, ...], applied: list[str] | None) -> dict | None:
+def _run(
+    msg: dict, todo: tuple[Transformation, ...], applied: list[str] | None
+) -> tuple[dict | None, bool]:
+    changed = False
     for t in todo:
         if t.where is not None and not t.where.evaluate(msg):
             continue
         if applied is not None:
             applied.append(t.name)
         for rule in t.rules:
-            if rule(msg):
-                return None
-    return msg
+            outcome = rule(msg)
+            if outcome is _DROP:
+                return None, True
+            changed = changed or outcome is _CHANGED
+    return msg, changed
 
 
 def compile_transformations(
@@ -186,7 +197,7 @@ def dry_run(
     else:
         todo = tuple(t for t in tset if t.enabled and t.destinations is None)
     applied: list[str] = []
-    after = _run(copy.deepcopy(message), todo, applied)
+    after = _run(copy.deepcopy(message), todo, applied)[0]
     return {
         "before": copy.deepcopy(message),
         "after": after,
@@ -353,7 +364,8 @@ def _compile_rule(doc: Any, at: str) -> tuple[Rule, dict[str, Any]]:
         return _map_values(target, table, default), {kind: norm}
     if kind == "drop_event":
         expr = _expression(value, at)
-        return expr.evaluate, {kind: expr.text}
+        evaluate = expr.evaluate
+        return (lambda msg: _DROP if evaluate(msg) else None), {kind: expr.text}
     raise Invalid(at, f"unknown rule (the rules are: {', '.join(RULE_KINDS)})")
 
 
@@ -393,9 +405,11 @@ def _copy_json(v: Any) -> Any:
 
 
 def _rename_event(old: str, new: str) -> Rule:
-    def rule(msg: dict) -> None:
+    def rule(msg: dict) -> int | None:
         if msg.get("event") == old:
             msg["event"] = new
+            return _CHANGED
+        return None
 
     return rule
 
@@ -403,13 +417,15 @@ def _rename_event(old: str, new: str) -> Rule:
 def _rename_property(old: Path, new: Path) -> Rule:
     old_last, new_last = old[-1], new[-1]
 
-    def rule(msg: dict) -> None:
+    def rule(msg: dict) -> int | None:
         parent = _parent(msg, old)
         if parent is None or old_last not in parent:
-            return
+            return None
         target = _make_parent(msg, new)
-        if target is not None:
-            target[new_last] = parent.pop(old_last)
+        if target is None:
+            return None
+        target[new_last] = parent.pop(old_last)
+        return _CHANGED
 
     return rule
 
@@ -418,19 +434,23 @@ def _drop_properties(paths: list[Path]) -> Rule:
     if all(len(p) == 2 for p in paths):  # the usual properties.x: no loop over segments
         pairs = tuple((a, b) for a, b in paths)
 
-        def drop2(msg: dict) -> None:
+        def drop2(msg: dict) -> int | None:
+            outcome = None
             for a, b in pairs:
                 parent = msg.get(a)
-                if isinstance(parent, dict):
-                    parent.pop(b, None)
+                if isinstance(parent, dict) and parent.pop(b, _ABSENT) is not _ABSENT:
+                    outcome = _CHANGED
+            return outcome
 
         return drop2
 
-    def rule(msg: dict) -> None:
+    def rule(msg: dict) -> int | None:
+        outcome = None
         for path in paths:
             parent = _parent(msg, path)
-            if parent is not None:
-                parent.pop(path[-1], None)
+            if parent is not None and parent.pop(path[-1], _ABSENT) is not _ABSENT:
+                outcome = _CHANGED
+        return outcome
 
     return rule
 
@@ -438,14 +458,16 @@ def _drop_properties(paths: list[Path]) -> Rule:
 def _derive(target: Path, expr: Expression) -> Rule:
     evaluate, last = expr.evaluate, target[-1]
 
-    def rule(msg: dict) -> None:
+    def rule(msg: dict) -> int | None:
         value = evaluate(msg)
         if value is None:  # nothing to say: leave the property as it is
-            return
+            return None
         parent = _make_parent(msg, target)
-        if parent is not None:
-            # a copy, so two paths of the message never share one list or object
-            parent[last] = _copy_json(value) if type(value) in (dict, list) else value
+        if parent is None:
+            return None
+        # a copy, so two paths of the message never share one list or object
+        parent[last] = _copy_json(value) if type(value) in (dict, list) else value
+        return _CHANGED
 
     return rule
 
@@ -465,20 +487,22 @@ def _key_text(value: Any) -> str:
 def _map_values(target: Path, table: dict[str, Any], default: Any) -> Rule:
     get, last = path_getter(target[:-1]), target[-1]
 
-    def rule(msg: dict) -> None:
+    def rule(msg: dict) -> int | None:
         parent = get(msg)
         if not isinstance(parent, dict):
-            return
+            return None
         value = parent.get(last, _ABSENT)
         if value is _ABSENT:
-            return
+            return None
         if type(value) is str:
             new = table.get(value, default)
         elif type(value) in (dict, list):
             new = default
         else:
             new = table.get(_key_text(value), default)
-        if new is not _ABSENT:
-            parent[last] = _copy_json(new) if type(new) in (dict, list) else new
+        if new is _ABSENT:
+            return None
+        parent[last] = _copy_json(new) if type(new) in (dict, list) else new
+        return _CHANGED
 
     return rule
