@@ -203,7 +203,7 @@ def test_retention_and_audit_cli(store_url, store, ws, monkeypatch):
     Workspaces(store).put_setting(ws_id, "retention", {"days": 7})
     monkeypatch.setenv("PLAIT_DATABASE_URL", store_url)
     get_settings.cache_clear()
-    monkeypatch.setattr(cli.console, "width", 200)
+    monkeypatch.setattr(cli.console, "_width", 200)  # undone to None, not to 80
     runner = CliRunner()
     try:
         result = runner.invoke(cli.app, ["retention", "run", "-w", "acme"])
