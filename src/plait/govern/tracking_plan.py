@@ -87,6 +87,9 @@ class _Schema:
     slow: jsonschema.Draft7Validator
     known: frozenset[str] | None  # declared top-level names; None: every name is planned
     patterns: tuple[re.Pattern[str], ...]  # patternProperties: matching names are planned
+    # A schema of independent top-level properties (see _PartsExplainer) is explained a
+    # property at a time; None: by jsonschema over the whole object.
+    parts: _PartsExplainer | None = None
 
 
 class _Plan:
@@ -489,7 +492,65 @@ def _compile_schema(schema: object, field: str, prefix: str) -> _Schema:
         jsonschema.Draft7Validator(validated, format_checker=FORMATS),
         known,
         tuple(patterns),
+        _PartsExplainer.of(validated),
     )
+
+
+# Keywords of an object schema that constrain each property on its own: with only these at
+# the top (and no $ref anywhere), a property's errors depend on that property alone.
+_INDEPENDENT = frozenset(
+    "type properties required title description $comment examples default pii".split()
+)
+
+
+class _PartsExplainer:
+    """Lists a failing object's errors as jsonschema does, in its order, but runs jsonschema
+    only on the properties that fail: each property is first checked by a fastjsonschema
+    validator of its own (compiled when the property first fails). jsonschema over a whole
+    event took ~93 µs; most violating events have one bad or missing property."""
+
+    def __init__(self, schema: dict):
+        self.schema = schema
+        self.properties: dict[str, Any] = schema.get("properties", {})
+        self._fast: dict[str, Callable[[Any], Any]] = {}
+        self._slow: dict[str, jsonschema.Draft7Validator] = {}
+
+    @classmethod
+    def of(cls, schema: dict) -> _PartsExplainer | None:
+        if not schema.keys() <= _INDEPENDENT or b'"$ref"' in orjson.dumps(schema):
+            return None
+        return cls(schema)
+
+    def iter_errors(self, data: dict):
+        for keyword in self.schema:  # jsonschema's order: the schema's keywords in turn
+            if keyword == "properties":
+                for name, sub in self.properties.items():
+                    if name in data and not self._passes(name, sub, data[name]):
+                        for error in self._validator(name, sub).iter_errors(data[name]):
+                            error.path.appendleft(name)
+                            yield error
+            elif keyword == "required" and any(n not in data for n in self.schema[keyword]):
+                yield jsonschema.ValidationError(
+                    "required", validator="required", validator_value=self.schema[keyword],
+                    instance=data, schema=self.schema,
+                )  # fmt: skip
+
+    def _passes(self, name: str, sub: Any, value: Any) -> bool:
+        fast = self._fast.get(name)
+        if fast is None:
+            fast = self._fast[name] = fastjsonschema.compile(
+                sub, formats=_FAST_FORMATS, use_default=False, detailed_exceptions=False
+            )
+        try:
+            fast(value)
+        except fastjsonschema.JsonSchemaValueException:
+            return False
+        return True
+
+    def _validator(self, name: str, sub: Any) -> jsonschema.Draft7Validator:
+        if name not in self._slow:
+            self._slow[name] = jsonschema.Draft7Validator(sub, format_checker=FORMATS)
+        return self._slow[name]
 
 
 def _local_refs_only(node: object, field: str) -> None:
@@ -637,7 +698,8 @@ def _errors(schema: _Schema, data: dict) -> list[tuple[str, tuple, str]]:
     """Every violation as (violationType, path in the message, description)."""
     found: list[tuple[str, tuple, str]] = []
     seen: set[tuple] = set()
-    for error in schema.slow.iter_errors(data):
+    explainer = schema.parts if schema.parts is not None else schema.slow
+    for error in explainer.iter_errors(data):
         path = (schema.prefix, *error.absolute_path)
         keyword, value, instance = error.validator, error.validator_value, error.instance
         if keyword == "required":
