@@ -46,7 +46,8 @@ Phases:
               rejected at ingestion, and neither email anywhere in the database or WAL
               file (bytes).
 
-Targets (the issue): governance costs at most 30% (time per event, prepare + pipeline);
+Targets (the issue): governance costs at most 30% of throughput (prepare + pipeline
+events/s governed >= 70% of plain; the extra time per event is printed too);
 deleting a person from a store of 1,000,000 events takes under 5 s.
 """
 
@@ -95,7 +96,9 @@ from plait.settings import get_settings
 from plait.spec import Enrichment
 from plait.store.schema import identifiers, log_messages, message_profiles, violations
 
-TARGET_COST = 0.30  # governance's share of the time per event, at most
+# The issue: "governance costs at most 30% of throughput", i.e. governed events/s at least
+# 70% of plain. The time per event (+43% at that point) is printed beside it.
+TARGET_COST = 0.30
 TARGET_DELETE_S = 5.0
 PLAN_EVENTS = 50
 SAMPLE_ROWS = 20_000  # the stream's first rows, which the plan is drafted from
@@ -679,8 +682,8 @@ def summary(results: dict) -> None:
             p = t[name]
             target = ""
             if name == "total":
-                met = p["extra_time"] <= TARGET_COST
-                target = f"<= +{TARGET_COST:.0%} time: {'met' if met else 'NOT MET'}"
+                met = p["throughput_lost"] <= TARGET_COST
+                target = f"<= -{TARGET_COST:.0%} e/s: {'met' if met else 'NOT MET'}"
             print(
                 f"  {label:<34} {p['plain_events_s']:>10,.0f} e/s {p['governed_events_s']:>10,.0f} "
                 f"e/s {pct(p['extra_time']):>7} time {pct(-p['throughput_lost']):>7} e/s  {target}"
