@@ -330,6 +330,9 @@ def test_pii_is_handled_before_the_log_and_encrypted_values_need_the_scope(env):
         assert b"likes cats" not in database_bytes(env.store)
     traits = env.profile("user_id:u1", "traits").json()["traits"]
     assert traits["secret_note"].startswith("enc:v1:")
+    # The hashed email is still an identifier, found by its plain value too.
+    for ref in ("email:Jo@Example.com", f"email:{logged['traits']['email']}"):
+        assert env.profile(ref, "traits").json()["traits"] == traits
     pii_reader = env.repo.create_token(env.workspace_id, "pii", ["profiles:read", "pii:read"])[1]
     clear = env.profile("user_id:u1", "traits", token=pii_reader).json()["traits"]
     assert clear["secret_note"] == "likes cats"

@@ -46,8 +46,10 @@ from starlette.routing import Route
 from plait.api.admin import ApiError, error_response, json_response
 from plait.govern import audit
 from plait.govern.consent_stage import profile_consent_of
+from plait.govern.pii import Keyring
+from plait.govern.privacy import lookup_values
 from plait.identity import graph_store
-from plait.identity.identifiers import extract
+from plait.identity.identifiers import PII_TYPES, extract
 from plait.identity.rules import Rules
 from plait.identity.stage import account_id_for
 from plait.profiles import queries
@@ -84,15 +86,23 @@ class Call:
     params: QueryParams
     path_params: dict[str, Any]
     path: str
+    keyring: Keyring | None = None  # the PII keys, to find encrypted identifiers
 
     def profile(self) -> Profile:
         id_type, value = split_identifier("id", self.path_params["external_id"])
-        found = queries.find_profile(
-            self.conn, self.workspace_id, self.kind, id_type, value, self.rules
-        )
-        if found is None:
-            raise not_found()
-        return found
+        # An email or phone the PII policy hashed or encrypted is found by its plain value
+        # too: each form it may be stored in is tried.
+        forms = [value]
+        if id_type in PII_TYPES:
+            forms += lookup_values(self.workspace_id, id_type, value, self.rules,
+                                   keyring=self.keyring)[1:]  # fmt: skip
+        for form in forms:
+            found = queries.find_profile(
+                self.conn, self.workspace_id, self.kind, id_type, form, self.rules
+            )
+            if found is not None:
+                return found
+        raise not_found()
 
     def cursor(self, has_more: bool, next_: str) -> dict[str, Any]:
         return {"url": self.path, "has_more": has_more, "next": next_ if has_more else ""}
@@ -132,7 +142,8 @@ def _serve(handler: Callable[[Call], dict], request: Request) -> dict:
             raise invalid("collection", "must be users or accounts")
         rules = graph_store.load_rules(conn, workspace["id"])
         call = Call(conn, workspace["id"], rules, collection, COLLECTIONS[collection],
-                    request.query_params, request.path_params, request.url.path)  # fmt: skip
+                    request.query_params, request.path_params, request.url.path,
+                    request.app.state.keyring)  # fmt: skip
         data = handler(call)
     return _decrypted(request, auth, workspace["id"], data)
 

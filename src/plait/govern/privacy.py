@@ -100,6 +100,7 @@ def lookup_values(
     value: str,
     rules: Rules,
     conn: sa.Connection | None = None,
+    keyring: Keyring | None = None,
 ) -> list[str]:
     """The form(s) a subject id has where Plait stores it (identifiers, suppressions,
     hashes): normalized as the pipeline normalizes it. [] when the value can never be an
@@ -113,7 +114,7 @@ def lookup_values(
     forms = [normalized]
     if type_name in PII_TYPES:  # as a policy's hash or encrypt action stores it
         forms.append(hashlib.sha256(normalized.encode()).hexdigest())
-        keyring = Keyring.from_env()  # PLAIT_PII_KEYS, as the server reads it
+        keyring = keyring or Keyring.from_env()  # PLAIT_PII_KEYS, as the server reads it
         if keyring is not None:  # under every key: a rotation may not have run yet
             forms += [keyring.encrypt(normalized, workspace_id, k) for k in keyring.key_ids]
     return forms
