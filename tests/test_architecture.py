@@ -16,10 +16,22 @@ ALLOWED = {
     "identity": {"spec", "log", "store"},
     "profiles": {"spec", "log", "store", "identity"},
     "govern": {"spec", "log", "store", "identity", "profiles"},
-    "pipeline": {"spec", "log", "store", "identity", "profiles", "govern"},
+    "pipeline": {"spec", "log", "store", "identity", "profiles", "govern", "lake"},
     # collection applies the PII policy and suppressions before the log: govern's, below it
     "collect": {"spec", "log", "store", "govern", "identity"},
-    "api": {"spec", "log", "store", "collect", "identity", "profiles", "govern", "pipeline"},
+    # the lake: processed events and profile snapshots as Parquet, queried with DuckDB
+    "lake": {"spec", "log", "store", "identity", "profiles", "govern"},
+    "api": {
+        "spec",
+        "log",
+        "store",
+        "collect",
+        "identity",
+        "profiles",
+        "govern",
+        "pipeline",
+        "lake",
+    },
 }
 
 

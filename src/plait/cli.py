@@ -664,6 +664,10 @@ def rebuild_command(
         # Two passes over the log: identities (the whole log at once), then profiles.
         tasks = {name: bar.add_task(name, total=total) for name in ("identity", "profiles")}
         processed = rebuild(repo.store, ws_id, progress=lambda name, n: bar.advance(tasks[name], n))
+    # The lake's events carry the profiles of before: `plait sql` writes them again.
+    from plait.lake.writer import reset_events
+
+    reset_events(repo.store, ws_id, get_settings().resolved_lake_dir())
     console.print(f"rebuilt from {processed:,} messages")
 
 
@@ -751,3 +755,8 @@ app.command("audit")(audit_command)
 from plait.cli_governance import register as register_governance  # noqa: E402
 
 register_governance(app)
+
+# The lake (plait/cli_lake.py): plait sql.
+from plait.cli_lake import register as register_lake  # noqa: E402
+
+register_lake(app)

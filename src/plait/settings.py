@@ -12,6 +12,11 @@ class Settings(BaseSettings):
     # Where state and the log live. Empty means the embedded SQLite file under data_dir.
     database_url: str = ""
     data_dir: Path = Path("plait-data")
+    # The lake (Parquet files queried with DuckDB); empty means data_dir/"lake", also when
+    # state lives in PostgreSQL.
+    lake_dir: Path | None = None
+    # POST /api/v1/sql writes a new profile snapshot when the last is older than this.
+    lake_snapshot_seconds: float = 60.0
     # FULL fsyncs every group commit, so a 2xx survives a power cut, not only a crash.
     sqlite_synchronous: str = "FULL"
     # On SQLite, a messageId is deduplicated for at least this long (at most twice it),
@@ -56,6 +61,9 @@ class Settings(BaseSettings):
     @property
     def dedup_window_seconds(self) -> float:
         return self.dedup_window_hours * 3600
+
+    def resolved_lake_dir(self) -> Path:
+        return self.lake_dir if self.lake_dir else self.data_dir / "lake"
 
     def resolved_database_url(self) -> str:
         if self.database_url:

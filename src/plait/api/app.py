@@ -11,12 +11,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from plait.api import admin, governance_api, identity_api, privacy_api, profile_api
+from plait.api import admin, governance_api, identity_api, lake_api, privacy_api, profile_api
 from plait.collect.bodies import BodyError, read_body
 from plait.collect.guard import IngestGuards
 from plait.collect.http import CollectApp
 from plait.collect.keys import WriteKeyCache
 from plait.govern import privacy
+from plait.lake import use_lake_dir
 from plait.log import LogWriter, backend_for
 from plait.observability import LOG_LAST_OFFSET, LOG_PENDING, exposition, record_commit
 from plait.pipeline.runner import Pipeline
@@ -57,6 +58,7 @@ class PlaitApp:
     def __init__(self, settings: Settings, store: Store | None = None):
         self.settings = settings
         self.store = store
+        use_lake_dir(settings.resolved_lake_dir())  # where a deletion reaches the lake
         self.writer: LogWriter | None = None
         self.pipeline: Pipeline | None = None
         self.web = Starlette(
@@ -69,6 +71,7 @@ class PlaitApp:
                 *identity_api.routes,
                 *profile_api.routes,
                 *privacy_api.routes,
+                *lake_api.routes,
             ]
         )
         self.collect: CollectApp | None = None

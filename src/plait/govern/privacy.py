@@ -693,7 +693,9 @@ def forward_to_destinations(store: Store, erasure: Erasure) -> list[str]:
 
 
 # (receipt key, step) run in order after the deletion commits; a failure makes the request
-# PARTIAL_SUCCESS. The lake adds its step here (and leaves NOT_PRESENT).
+# PARTIAL_SUCCESS. The lake (plait.lake, which govern may not import) adds its step
+# ("lake": its event files rewritten without the person, its profile snapshot again) when
+# imported: the server and `plait privacy request` import it.
 AFTER_COMMIT_STEPS: list[tuple[str, Callable[[Store, Erasure], Any]]] = [
     ("forwarded_to", forward_to_destinations),
     ("physical", make_physical),
@@ -701,6 +703,5 @@ AFTER_COMMIT_STEPS: list[tuple[str, Callable[[Store, Erasure], Any]]] = [
 # What a deletion cannot reach because it does not exist in this version, said so in the
 # receipt. Pending deliveries add an ERASURE_STEPS step (erase.py) and leave this.
 NOT_PRESENT = {
-    "lake": "not present yet (no lake in this version)",
     "pending_deliveries": "not present yet (no destinations in this version)",
 }

@@ -24,7 +24,7 @@ SCOPES = frozenset(
     {
         "admin", "sources:read", "sources:write", "tokens:write", "config:write", "events:read",
         "profiles:read", "profiles:write", "governance:read", "governance:write",
-        "privacy:read", "privacy:write", "pii:read", "audit:read",
+        "privacy:read", "privacy:write", "pii:read", "audit:read", "lake:read",
     }
 )  # fmt: skip
 TOKEN_PREFIX = "plt_"
