@@ -81,7 +81,8 @@ def rebuild(
     store: Store, workspace_id: str, progress: Callable[[str, int], None] | None = None
 ) -> int:
     """Recompute the identity graph and profiles from the whole log; returns the number of
-    messages processed. On the same log the result equals the incremental state.
+    messages rebuilt (the log as its first pass read it, more if messages arrived). On the
+    same log the result equals the incremental state.
 
     In two passes. Identity: every message's identifiers are read and the whole log is
     resolved at once (identity/bulk.py: the Resolver's result, in bulk), with no lock
@@ -91,7 +92,9 @@ def rebuild(
     messages the same profiles. ``progress`` hears ("identity" | "profiles", messages)."""
     for _ in range(3):
         started = now_ms()
-        graph, changes, profile_of, after, governance = _resolve_log(store, workspace_id, progress)
+        graph, changes, profile_of, after, read, governance = _resolve_log(
+            store, workspace_id, progress
+        )
         with store.write(derived=True) as conn:  # the write lock only to swap the graphs
             # A privacy deletion that committed meanwhile removed identifiers this pass
             # read: swapping them in would bring the person back. Read the log again.
@@ -125,7 +128,8 @@ def rebuild(
         total += count
         if progress is not None:
             progress("profiles", count)
-    return total
+    # A pipeline worker running meanwhile may have processed some of the batches itself.
+    return max(total, read)
 
 
 def _resolve_log(store: Store, workspace_id: str, progress):
@@ -141,8 +145,9 @@ def _resolve_log(store: Store, workspace_id: str, progress):
         # this pass only reads: the second records violations and the quarantine.
         context = {"rules": rules, "governance": governance.get(conn, workspace_id),
                    "dry_run": True}  # fmt: skip
-        after = 0
+        after = read = 0
         while records := log.read(after, BATCH_SIZE, workspace_id, conn):
+            read += len(records)
             batch = Batch(workspace_id, [Item(r) for r in records], conn, dict(context))
             parse(batch)
             govern(batch)
@@ -156,7 +161,7 @@ def _resolve_log(store: Store, workspace_id: str, progress):
             if progress is not None:
                 progress("identity", len(records))
     changes, profile_of = resolve_all(graph, rules, identities)
-    return graph, changes, profile_of, after, governance
+    return graph, changes, profile_of, after, read, governance
 
 
 def _deletions_since(conn: sa.Connection, workspace_id: str, started: int) -> bool:
