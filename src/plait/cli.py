@@ -22,8 +22,6 @@ app.add_typer(tokens_app, name="tokens")
 console = Console(soft_wrap=True)  # never wrap a printed key or token
 err = Console(stderr=True)
 
-# The workspace file's sections that are settings, not sources (apply reports both).
-SETTING_NAMES = ("identity", "tracking_plans", "transformations", "pii", "consent", "retention")
 WorkspaceOpt = typer.Option("demo", "--workspace", "-w", help="Workspace slug or id.")
 
 
@@ -159,6 +157,7 @@ def apply(
     """Apply a workspace file idempotently."""
     from plait.api import workspace_file
     from plait.govern import audit
+    from plait.govern.config import SECTIONS
 
     repo = Workspaces(open_configured_store())
     try:
@@ -177,7 +176,7 @@ def apply(
     for label, names in (("created", result.created), ("updated", result.updated),
                          ("disabled", result.disabled)):  # fmt: skip
         for name in names:
-            what = "setting" if name in SETTING_NAMES else "source"
+            what = "setting" if name in ("identity", *SECTIONS) else "source"
             console.print(f"{label}: {what} {name}")
     for name, key in result.new_write_keys.items():
         console.print(f"write key for {name}: [bold]{key}[/]")

@@ -233,7 +233,6 @@ def retention_run(
     from plait.store.workspaces import Invalid
 
     cli = _cli()
-    repo = None
     if workspace is None:
         from plait.store.workspaces import Workspaces
 

@@ -16,7 +16,6 @@ actor in the audit log.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -26,14 +25,14 @@ from starlette.routing import Route
 
 from plait.api.admin import ApiError, _json_body, endpoint, json_response
 from plait.govern import audit, dsar, privacy
-from plait.spec.timestamps import format_timestamp, parse_timestamp
+from plait.spec.timestamps import format_ms, parse_timestamp
 from plait.store.workspaces import NotFound, TokenAuth
 
 MAX_PAGE = 100
 
 
 def _iso(ms: int | None) -> str | None:
-    return None if ms is None else format_timestamp(datetime.fromtimestamp(ms / 1000, UTC))
+    return None if ms is None else format_ms(ms)
 
 
 def regulation(r: dict[str, Any]) -> dict[str, Any]:

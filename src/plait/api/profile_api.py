@@ -32,7 +32,6 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -54,7 +53,7 @@ from plait.identity.rules import Rules
 from plait.identity.stage import account_id_for
 from plait.profiles import queries
 from plait.profiles.queries import EventWindow, Profile
-from plait.spec.timestamps import format_timestamp, parse_timestamp
+from plait.spec.timestamps import format_ms, parse_timestamp
 from plait.store.workspaces import NotFound, TokenAuth, read_token, read_workspace
 
 SCOPE = "profiles:read"
@@ -262,10 +261,7 @@ def cursor_param(params: QueryParams, *types: type) -> tuple | None:
 # Shapes -------------------------------------------------------------------------------
 
 
-def iso(ms: int) -> str:
-    return format_timestamp(
-        datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=ms % 1000 * 1000)
-    )
+iso = format_ms
 
 
 def external_id(row: sa.Row, collection: str) -> dict[str, Any]:

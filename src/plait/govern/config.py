@@ -37,7 +37,6 @@ class Governance:
     consent: ConsentConfig
     rules: Rules
     pii_doc: dict[str, Any] | None = None
-    retention_days: float | None = None
     keyring: Keyring | None = None
     _pii: dict[str, PiiPolicy | None] = field(default_factory=dict)
 
@@ -75,12 +74,7 @@ def compile_governance(
         return orjson.loads(value) if isinstance(value, str | bytes) else value
 
     source_ids = doc("sources") or {}
-    retention = doc("retention")
-    days = None
-    if retention is not None:
-        days = retention.get("days") if isinstance(retention, dict) else None
-        if isinstance(days, bool) or not isinstance(days, int | float) or days <= 0:
-            raise Invalid("retention.days", "must be a positive number of days")
+    retention_days(doc("retention"))  # checked here with the rest; read by retention.py
     pii_doc = doc("pii")
     governance = Governance(
         workspace_id=workspace_id,
@@ -90,10 +84,19 @@ def compile_governance(
         consent=compile_consent(doc("consent")),
         rules=from_dict(doc("identity")),
         pii_doc=pii_doc,
-        retention_days=days,
         keyring=keyring,
     )
     return governance
+
+
+def retention_days(doc: Any) -> float | None:
+    """The ``retention`` section's days, None when the workspace keeps everything."""
+    if doc is None:
+        return None
+    days = doc.get("days") if isinstance(doc, dict) else None
+    if isinstance(days, bool) or not isinstance(days, int | float) or days <= 0:
+        raise Invalid("retention.days", "must be a positive number of days")
+    return days
 
 
 def check_keys(pii_doc: dict[str, Any] | None, keyring: Keyring | None) -> None:

@@ -13,10 +13,16 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from plait.govern.config import PROTOCOLS_SOURCE, SECTIONS, check_keys, compile_governance
+from plait.govern.config import (
+    PROTOCOLS_SOURCE,
+    SECTIONS,
+    check_keys,
+    compile_governance,
+    read_documents,
+)
 from plait.govern.pii import Keyring
 from plait.store.db import now_ms
-from plait.store.schema import tracking_plan_versions, workspace_settings
+from plait.store.schema import tracking_plan_versions
 from plait.store.workspaces import Workspaces, read_setting
 
 
@@ -29,13 +35,13 @@ def check(
 ) -> None:
     """Raise Invalid (naming the field) unless the stored configuration with ``sections``
     in place compiles; ``new_sources`` are source names about to be created."""
-    docs: dict[str, Any] = {key: repo.get_setting(workspace_id, key) for key in SECTIONS}
-    docs["identity"] = repo.get_setting(workspace_id, "identity")
-    docs.update(sections)
-    names = {s["name"]: s["id"] for s in repo.list_sources(workspace_id)}
+    with repo.engine.connect() as conn:
+        stored = read_documents(conn, workspace_id)  # JSON text, as the pipeline reads them
+    docs = {key: orjson.loads(value) for key, value in stored.items()} | sections
+    names = docs["sources"]
     for name in [*new_sources, *forwarding_sources(sections)]:
         names.setdefault(name, f"src_new_{len(names)}")
-    compile_governance(workspace_id, {**docs, "sources": names})
+    compile_governance(workspace_id, docs)
     check_keys(docs.get("pii"), keyring)
 
 
@@ -137,12 +143,3 @@ def export(repo: Workspaces, workspace_id: str) -> dict[str, Any]:
             for key in SECTIONS
             if (value := read_setting(conn, workspace_id, key)) is not None
         }
-
-
-def delete_section(repo: Workspaces, workspace_id: str, key: str) -> None:
-    with repo.engine.begin() as conn:
-        conn.execute(
-            workspace_settings.delete().where(
-                workspace_settings.c.workspace_id == workspace_id, workspace_settings.c.key == key
-            )
-        )

@@ -25,9 +25,9 @@ from plait.identity.explain import ProfileNotFound, find_profile
 from plait.identity.identifiers import Identifier
 from plait.identity.rules import Rules
 from plait.identity.stage import ACCOUNT_TYPE
-from plait.spec.timestamps import format_timestamp
+from plait.spec.timestamps import format_ms
 from plait.store import Store
-from plait.store.bulk import select_in
+from plait.store.bulk import chunks, select_in
 from plait.store.schema import (
     account_members,
     consent_history,
@@ -73,7 +73,7 @@ def parse_identifier(
         type_name = identifier_type(type_name.upper(), rules)
     except Invalid as exc:
         raise Invalid("identifier", exc.message.replace("must be", "the type must be")) from None
-    values = lookup_values(workspace_id, type_name, value, rules, conn)
+    values = lookup_values(workspace_id, type_name, value, rules)
     if not values:
         raise Invalid("identifier", f"that value can never be a {type_name}")
     return [(type_name, v) for v in values]
@@ -114,16 +114,13 @@ def summary(document: dict[str, Any]) -> dict[str, int]:
 
 
 def _iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return format_timestamp(datetime.fromtimestamp(ms / 1000, UTC))
+    return None if ms is None else format_ms(ms)
 
 
 def _rows(conn, table: sa.Table, column: str, keys: list, shape, order: str | None = None):
     found = []
-    for start in range(0, len(keys), 1000):
-        stmt = sa.select(table).where(table.c[column].in_(keys[start : start + 1000]))
-        found += conn.execute(stmt).mappings().all()
+    for part in chunks(keys):
+        found += conn.execute(sa.select(table).where(table.c[column].in_(part))).mappings().all()
     found.sort(key=lambda r: (r[order],) if order else tuple(str(v) for v in r.values()))
     return [shape(row) for row in found]
 

@@ -48,6 +48,7 @@ from plait.identity.rules import Rules
 from plait.ids import new_id
 from plait.settings import get_settings
 from plait.store import Store
+from plait.store.bulk import chunks, select_in
 from plait.store.db import now_ms
 from plait.store.schema import privacy_requests, suppressions
 from plait.store.workspaces import Invalid, NotFound
@@ -99,7 +100,6 @@ def lookup_values(
     type_name: str,
     value: str,
     rules: Rules,
-    conn: sa.Connection | None = None,
     keyring: Keyring | None = None,
 ) -> list[str]:
     """The form(s) a subject id has where Plait stores it (identifiers, suppressions,
@@ -579,7 +579,15 @@ def add_suppressions(
         for subject, idents in groups.items()
         for t, v in idents
     }
-    existing = {h for (h,) in _select_hashes(conn, workspace_id, list(wanted))}
+    existing = {
+        h
+        for (h,) in select_in(
+            conn,
+            "SELECT value_hash FROM suppressions WHERE workspace_id = ? AND value_hash IN ({keys})",
+            list(wanted),
+            (workspace_id,),
+        )
+    }
     now = now_ms()
     rows = [
         {"workspace_id": workspace_id, "value_hash": h, "type": t, "request_id": group,
@@ -595,39 +603,23 @@ def add_suppressions(
 
 def remove_suppressions(conn: sa.Connection, workspace_id: str, hashes: Iterable[str]) -> int:
     """Lift the suppression groups any of ``hashes`` is in; returns the identities lifted."""
-    groups = set()
-    for part in _chunks(list(hashes)):
-        groups |= set(
-            conn.scalars(
-                sa.select(suppressions.c.request_id).where(
-                    suppressions.c.workspace_id == workspace_id,
-                    suppressions.c.value_hash.in_(part),
-                )
-            )
+    groups = {
+        group
+        for (group,) in select_in(
+            conn,
+            "SELECT request_id FROM suppressions WHERE workspace_id = ? AND value_hash IN ({keys})",
+            list(hashes),
+            (workspace_id,),
         )
+    }
     removed = 0
-    for part in _chunks(sorted(groups)):
+    for part in chunks(sorted(groups)):
         removed += conn.execute(
             suppressions.delete().where(
                 suppressions.c.workspace_id == workspace_id, suppressions.c.request_id.in_(part)
             )
         ).rowcount
     return removed
-
-
-def _select_hashes(conn: sa.Connection, workspace_id: str, hashes: list[str]) -> list[tuple]:
-    rows: list[tuple] = []
-    for part in _chunks(hashes):
-        rows += conn.execute(
-            sa.select(suppressions.c.value_hash).where(
-                suppressions.c.workspace_id == workspace_id, suppressions.c.value_hash.in_(part)
-            )
-        ).all()
-    return rows
-
-
-def _chunks(items: list, size: int = 1000) -> Iterable[list]:
-    return (items[i : i + size] for i in range(0, len(items), size))
 
 
 _caches: weakref.WeakSet[SuppressionCache] = weakref.WeakSet()

@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from plait.govern import audit
+from plait.govern import audit, config
 from plait.govern.erase import Erasure, Person, workspace_write
 from plait.identity.rules import default_rules
 from plait.store import Store
@@ -45,13 +45,7 @@ TABLES = ("log_messages", "message_profiles", "violations", "quarantine", "unlin
 
 def retention_days(conn: sa.Connection, workspace_id: str) -> float | None:
     """The workspace's ``retention.days``, None when it keeps everything."""
-    doc = read_setting(conn, workspace_id, "retention")
-    if doc is None:
-        return None
-    days = doc.get("days") if isinstance(doc, dict) else None
-    if isinstance(days, bool) or not isinstance(days, int | float) or days <= 0:
-        raise Invalid("retention.days", "must be a positive number of days")
-    return days
+    return config.retention_days(read_setting(conn, workspace_id, "retention"))
 
 
 def apply_retention(

@@ -21,6 +21,7 @@ from plait.govern.config import Governance
 from plait.govern.identity_hash import identity_hash
 from plait.govern.tracking_plan import violation_event
 from plait.identity.identifiers import extract
+from plait.log.backends import append_in
 from plait.log.processing import Batch, Item
 from plait.observability import GOVERNED_MESSAGES
 from plait.spec import Enrichment, enrich, validate
@@ -97,25 +98,20 @@ def govern(batch: Batch) -> None:
 
 def _keep_identities(batch: Batch, items: list[Item]) -> None:
     """The hashed identities of messages given no profile, as they are in the log."""
-    rules = batch.context["rules"]
+    rules, ws = batch.context["rules"], batch.workspace_id
+    keys = ["workspace_id", "value_hash", "log_offset"]
     rows = {
-        (
-            batch.workspace_id,
-            identity_hash(batch.workspace_id, type_name, value),
-            item.record.offset,
-        )
+        (ws, identity_hash(ws, type_name, value), item.record.offset)
         for item in items
         for type_name, value in extract(orjson.loads(item.record.payload), rules)
     }
-    upsert(batch.conn, unlinked_messages, [
-        {"workspace_id": ws, "value_hash": h, "log_offset": offset} for ws, h, offset in rows
-    ], ["workspace_id", "value_hash", "log_offset"])  # fmt: skip
+    upsert(batch.conn, unlinked_messages, [dict(zip(keys, r, strict=True)) for r in rows], keys)
 
 
 def append_to_log(conn: sa.Connection, workspace_id: str, source_id: str, messages: list) -> int:
     """Append server-made messages to the log inside the caller's transaction, enriched as
-    ingestion would. Their messageIds are deterministic: PostgreSQL's unique index drops a
-    repeat; on SQLite the caller makes sure it forwards once."""
+    ingestion would. Their messageIds are deterministic: PostgreSQL drops a repeat; on
+    SQLite the caller makes sure it forwards once."""
     env = Enrichment(datetime.now(UTC), workspace_id, source_id)
     received = int(env.received_at.timestamp() * 1_000_000)
     rows = []
@@ -123,15 +119,5 @@ def append_to_log(conn: sa.Connection, workspace_id: str, source_id: str, messag
         enrich(validate(msg), env)
         rows.append((workspace_id, source_id, msg["messageId"], msg["type"], received,
                      orjson.dumps(msg).decode()))  # fmt: skip
-    columns = "workspace_id, source_id, message_id, type, received_at, payload"
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7411002)")  # the appenders' turn
-        sql = (
-            f"INSERT INTO log_messages ({columns}) VALUES (%s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (workspace_id, message_id) DO NOTHING"
-        )
-    else:
-        sql = f"INSERT INTO log_messages ({columns}) VALUES (?, ?, ?, ?, ?, ?)"
-    if rows:
-        conn.exec_driver_sql(sql, rows)
+    append_in(conn, rows)
     return len(rows)

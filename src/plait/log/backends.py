@@ -249,6 +249,25 @@ _IDS_AFTER = (
 )
 
 
+# PostgreSQL: one appender at a time across processes, so offsets commit in order and a
+# reader that checkpoints on an offset never skips a row committed later.
+_APPEND_LOCK = "SELECT pg_advisory_xact_lock(7411002)"
+
+
+def append_in(conn: sa.Connection, rows: Sequence[Row]) -> None:
+    """Append rows inside the caller's transaction (messages Plait makes in the pipeline).
+    PostgreSQL's unique index drops a repeated messageId; SQLite's dedup window belongs to
+    the appending writer, so a caller appends each message once."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(_APPEND_LOCK)
+        conn.exec_driver_sql(PostgresLogBackend.insert_sql, list(rows))
+    else:
+        conn.exec_driver_sql(f"INSERT INTO log_messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                             list(rows))  # fmt: skip
+
+
 class PostgresLogBackend(LogBackend):
     insert_sql = (
         f"INSERT INTO log_messages ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s) "
@@ -277,9 +296,7 @@ class PostgresLogBackend(LogBackend):
     def _insert(self, conn, rows: Sequence[Row]) -> int:
         cur = conn.cursor()
         try:
-            # One appender at a time across processes, so offsets commit in order and a
-            # reader that checkpoints on an offset never skips a row committed later.
-            cur.execute("SELECT pg_advisory_xact_lock(7411002)")
+            cur.execute(_APPEND_LOCK)
             if len(rows) < self.copy_from_rows:
                 cur.executemany(self.insert_sql, rows)
                 return cur.rowcount  # psycopg sums rowcount over executemany

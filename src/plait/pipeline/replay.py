@@ -11,13 +11,13 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from plait.govern.config import GovernanceCache
+from plait.govern.erase import workspace_write
 from plait.identity import graph_store
 from plait.log import backend_for
 from plait.log.processing import Batch, Item
 from plait.pipeline.runner import STAGES
 from plait.store import Store
 from plait.store.bulk import chunks
-from plait.store.locks import workspace_lock
 from plait.store.schema import quarantine, unlinked_messages, violations
 
 
@@ -33,8 +33,7 @@ def replay_quarantine(
 ) -> ReplayResult:
     """Replay the workspace's quarantined messages (or those at ``offsets``), in one
     transaction holding the workspace's pipeline lock."""
-    with store.write() as conn:
-        workspace_lock(conn, workspace_id)
+    with workspace_write(store, workspace_id) as conn:
         query = sa.select(quarantine.c.log_offset).where(quarantine.c.workspace_id == workspace_id)
         held = set(conn.scalars(query))
         chosen = sorted(held if offsets is None else held & set(offsets))

@@ -23,7 +23,6 @@ from plait.govern import retention
 from plait.govern.config import GovernanceCache
 from plait.govern.consent_stage import update_consent
 from plait.govern.stage import govern
-from plait.identity.rules import Rules, from_dict
 from plait.identity.stage import normalize, parse, resolve
 from plait.log import LogRecord, backend_for
 from plait.log.processing import Batch, Item
@@ -32,7 +31,6 @@ from plait.profiles.stage import update_profiles
 from plait.store import Store
 from plait.store.locks import workspace_lock
 from plait.store.schema import log_messages, message_profiles, workspaces
-from plait.store.workspaces import read_setting
 
 logger = logging.getLogger("plait.pipeline")
 
@@ -65,7 +63,6 @@ class Pipeline:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._rules_cache: dict[str, tuple[dict | None, Rules]] = {}
 
     # One batch ----------------------------------------------------------------------
 
@@ -112,23 +109,16 @@ class Pipeline:
         items = [Item(record) for record in records if record.offset not in done]
         if not items:
             return 0
+        governance = self.governance.get(conn, workspace_id)
         context = {
-            "rules": self._rules(conn, workspace_id),
-            "governance": self.governance.get(conn, workspace_id),
+            "rules": governance.rules,  # compiled again only when a document changes
+            "governance": governance,
             "forward_violations": self.forward_violations,
         }
         batch = Batch(workspace_id, items, conn, context)
         for stage in self.stages:
             stage(batch)
         return len(batch.context.get("merges", ()))
-
-    def _rules(self, conn: sa.Connection, workspace_id: str) -> Rules:
-        """The workspace's rules, parsed again only when they change (they keep caches)."""
-        doc = read_setting(conn, workspace_id, "identity")
-        cached = self._rules_cache.get(workspace_id)
-        if cached is None or cached[0] != doc:
-            cached = self._rules_cache[workspace_id] = (doc, from_dict(doc))
-        return cached[1]
 
     def _run_batch_isolating_failures(self, workspace_id: str) -> int:
         """A batch that fails is retried in halves down to the one message that fails:

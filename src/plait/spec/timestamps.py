@@ -29,6 +29,14 @@ _SECONDS = tuple(f"{s:02d}." for s in range(60))
 _MILLIS = tuple(f"{ms:03d}Z" for ms in range(1000))
 
 
+def format_ms(ms: int) -> str:
+    """Milliseconds since the epoch as format_timestamp writes them (integer arithmetic:
+    no float rounding of the milliseconds)."""
+    return format_timestamp(
+        datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=ms % 1000 * 1000)
+    )
+
+
 def format_timestamp(dt: datetime) -> str:
     """UTC with milliseconds and a Z, the form Segment writes: 2024-01-02T03:04:05.678Z."""
     if dt.tzinfo is not UTC:
