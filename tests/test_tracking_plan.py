@@ -785,7 +785,7 @@ def test_a_failing_event_is_explained_property_by_property_as_jsonschema_would()
     plan = compile_plans([{**infer_plan(messages), "sources": ["Web"]}], {"Web": "src_w"})
     [compiled] = plan._by_source.values()
     rng = random.Random(7)
-    checked = 0
+    checked = failing = 0
     for msg in messages:
         if msg["type"] != "track" or msg["event"] not in compiled.events:
             continue
@@ -800,6 +800,8 @@ def test_a_failing_event_is_explained_property_by_property_as_jsonschema_would()
                 data[key] = rng.choice([None, 1, "x", [], {}, True, 2.5])
         whole = tp._Schema(schema.prefix, schema.fast, schema.slow, schema.known,
                            schema.patterns, None)  # fmt: skip
-        assert tp._errors(schema, data) == tp._errors(whole, data)
+        explained = tp._errors(schema, data)
+        assert explained == tp._errors(whole, data)
         checked += 1
-    assert checked > 300
+        failing += bool(explained)
+    assert checked > 300 and failing > 50  # many of the compared events do fail

@@ -493,18 +493,18 @@ class _Node(NamedTuple):
     path: Path | None = None  # set for a bare path (exists() needs one)
 
 
-def _copy(v: Any) -> Any:
+def copy_json(v: Any) -> Any:
     """A copy of a JSON value, so a constant list is never shared between messages."""
     if type(v) is list:
-        return [_copy(x) for x in v]
+        return [copy_json(x) for x in v]
     if type(v) is dict:
-        return {k: _copy(x) for k, x in v.items()}
+        return {k: copy_json(x) for k, x in v.items()}
     return v
 
 
 def _const(value: Any) -> _Node:
     if type(value) in (list, dict):
-        return _Node(lambda m: _copy(value), value)
+        return _Node(lambda m: copy_json(value), value)
     return _Node(lambda m: value, value)
 
 

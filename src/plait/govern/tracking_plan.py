@@ -195,7 +195,9 @@ class _Plan:
                 ("Invalid Type", (prefix,), f"{prefix} must be object, got {_json_type(data)}")
             ]
             blocked = modes[2] == "block"
-            return self._schema_result(msg, source_id, violations, [], found, blocked, modes)
+            return self._schema_result(
+                msg, source_id, violations, [], found, blocked, modes, prefix
+            )
         extra: list[str] = []
         if schema.known is not None and len(data) and not data.keys() <= schema.known:
             extra = sorted(
@@ -215,7 +217,7 @@ class _Plan:
                 return Verdict(False, violations, [], self.forward)
             found = []
         blocked = (bool(found) and modes[2] == "block") or (bool(extra) and modes[1] == "block")
-        return self._schema_result(msg, source_id, violations, extra, found, blocked, modes)
+        return self._schema_result(msg, source_id, violations, extra, found, blocked, modes, prefix)
 
     def _unplanned_event(self, msg: dict, source_id: str, violations: list) -> Verdict:
         data = msg.get("properties")
@@ -234,8 +236,9 @@ class _Plan:
         )
         return self._finish(msg, source_id, violations, blocked, [], [])
 
-    def _schema_result(self, msg, source_id, violations, extra, found, blocked, modes) -> Verdict:
-        prefix = SECTIONS.get(msg.get("type"), "properties")
+    def _schema_result(
+        self, msg, source_id, violations, extra, found, blocked, modes, prefix
+    ) -> Verdict:
         omitted: list[str] = []
         on_violation: list[str] = []
         unplanned_action = (
@@ -467,7 +470,7 @@ def _compile_schema(schema: object, field: str, prefix: str) -> _Schema:
     try:
         jsonschema.Draft7Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
-        raise Invalid(_join(field, exc.absolute_path), exc.message) from None
+        raise Invalid(_dotted((field, *exc.absolute_path)), exc.message) from None
     additional = schema.get("additionalProperties")
     validated = schema
     if additional is False:  # unplanned properties: the mode decides, not a schema error
@@ -759,7 +762,3 @@ def _short(value: object) -> str:
 
 def _dotted(path: tuple) -> str:
     return ".".join(str(part) for part in path)
-
-
-def _join(field: str, path) -> str:
-    return ".".join([field, *(str(p) for p in path)])

@@ -33,6 +33,7 @@ from plait.govern.expressions import (
     ExpressionError,
     Path,
     compile_expression,
+    copy_json,
     format_path,
     parse_path,
     path_getter,
@@ -118,7 +119,7 @@ class TransformationSet:
         todo = self._by_destination.get(name)
         if not todo:
             return msg
-        return _run(_copy_json(msg), todo, None)[0]
+        return _run(copy_json(msg), todo, None)[0]
 
     def to_dicts(self) -> list[dict[str, Any]]:
         """The normalized configuration: ``compile_transformations`` of it gives the same set,
@@ -396,14 +397,6 @@ def _make_parent(msg: dict, segments: Path) -> dict | None:
     return v
 
 
-def _copy_json(v: Any) -> Any:
-    if type(v) is dict:
-        return {k: _copy_json(x) for k, x in v.items()}
-    if type(v) is list:
-        return [_copy_json(x) for x in v]
-    return v
-
-
 def _rename_event(old: str, new: str) -> Rule:
     def rule(msg: dict) -> int | None:
         if msg.get("event") == old:
@@ -466,7 +459,7 @@ def _derive(target: Path, expr: Expression) -> Rule:
         if parent is None:
             return None
         # a copy, so two paths of the message never share one list or object
-        parent[last] = _copy_json(value) if type(value) in (dict, list) else value
+        parent[last] = copy_json(value) if type(value) in (dict, list) else value
         return _CHANGED
 
     return rule
@@ -502,7 +495,7 @@ def _map_values(target: Path, table: dict[str, Any], default: Any) -> Rule:
             new = table.get(_key_text(value), default)
         if new is _ABSENT:
             return None
-        parent[last] = _copy_json(new) if type(new) in (dict, list) else new
+        parent[last] = copy_json(new) if type(new) in (dict, list) else new
         return _CHANGED
 
     return rule
