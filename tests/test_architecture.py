@@ -16,11 +16,13 @@ ALLOWED = {
     "identity": {"spec", "log", "store"},
     "profiles": {"spec", "log", "store", "identity"},
     "govern": {"spec", "log", "store", "identity", "profiles"},
-    "pipeline": {"spec", "log", "store", "identity", "profiles", "govern", "lake"},
+    "pipeline": {"spec", "log", "store", "identity", "profiles", "govern", "lake", "audiences"},
     # collection applies the PII policy and suppressions before the log: govern's, below it
     "collect": {"spec", "log", "store", "govern", "identity"},
     # the lake: processed events and profile snapshots as Parquet, queried with DuckDB
     "lake": {"spec", "log", "store", "identity", "profiles", "govern"},
+    # computed traits and audiences: evaluated in the pipeline and over the lake
+    "audiences": {"spec", "log", "store", "identity", "profiles", "govern", "lake"},
     "api": {
         "spec",
         "log",
@@ -31,6 +33,7 @@ ALLOWED = {
         "govern",
         "pipeline",
         "lake",
+        "audiences",
     },
 }
 

@@ -146,7 +146,9 @@ def run_pipeline_process(server_pid: int) -> None:
     settings = get_settings()
     configure_logging(settings.log_level)
     tune_gc()
-    Pipeline(open_configured_store()).run_forever(settings.pipeline_poll_seconds)
+    Pipeline(open_configured_store(), **settings.pipeline_options()).run_forever(
+        settings.pipeline_poll_seconds
+    )
 
 
 @app.command()
@@ -629,9 +631,10 @@ def worker_command(
     settings = get_settings()
     configure_logging(settings.log_level)
     tune_gc()
-    pipeline = Pipeline(open_configured_store())
+    pipeline = Pipeline(open_configured_store(), **settings.pipeline_options())
     if once:
         console.print(f"processed {pipeline.catch_up():,} messages")
+        pipeline.run_audience_scheduler()
         return
     console.print("Pipeline worker running (Ctrl-C stops it)")
     try:

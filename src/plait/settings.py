@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     # turn it off when separate `plait worker` processes run it. It polls the log this often.
     pipeline: bool = True
     pipeline_poll_seconds: float = 0.1
+    # Audiences and computed traits: the pipeline's scheduler looks for expired windows and
+    # new definitions this often, and reconciles everything over the lake this often.
+    audience_tick_seconds: float = 1.0
+    audience_reconcile_seconds: float = 3600.0
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -61,6 +65,14 @@ class Settings(BaseSettings):
     @property
     def dedup_window_seconds(self) -> float:
         return self.dedup_window_hours * 3600
+
+    def pipeline_options(self) -> dict:
+        """What a Pipeline of this process takes from the settings."""
+        return {
+            "lake_dir": self.resolved_lake_dir(),
+            "audience_tick_seconds": self.audience_tick_seconds,
+            "reconcile_seconds": self.audience_reconcile_seconds,
+        }
 
     def resolved_lake_dir(self) -> Path:
         return self.lake_dir if self.lake_dir else self.data_dir / "lake"

@@ -11,7 +11,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from plait.api import admin, governance_api, identity_api, lake_api, privacy_api, profile_api
+from plait.api import (
+    admin,
+    audiences_api,
+    governance_api,
+    identity_api,
+    lake_api,
+    privacy_api,
+    profile_api,
+)
 from plait.collect.bodies import BodyError, read_body
 from plait.collect.guard import IngestGuards
 from plait.collect.http import CollectApp
@@ -72,6 +80,7 @@ class PlaitApp:
                 *profile_api.routes,
                 *privacy_api.routes,
                 *lake_api.routes,
+                *audiences_api.routes,
             ]
         )
         self.collect: CollectApp | None = None
@@ -89,7 +98,7 @@ class PlaitApp:
         await run_in_threadpool(privacy.fail_interrupted, self.store)
         log = backend_for(self.store)
         if self.settings.pipeline:
-            self.pipeline = Pipeline(self.store)
+            self.pipeline = Pipeline(self.store, **self.settings.pipeline_options())
             self.pipeline.start(self.settings.pipeline_poll_seconds)
         self.writer = LogWriter(log, self.settings.max_pending_messages, self._on_commit)
         self.writer.start()

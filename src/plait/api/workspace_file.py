@@ -10,6 +10,8 @@
     pii: {...}
     consent: {...}
     retention: {days: 365}
+    computed_traits: [...]        # computed traits and audiences (plait.audiences)
+    audiences: [...]
 
 Sources are matched by name. A new source gets a write key, returned once by ``apply``;
 keys are secrets and never appear in the file. Sources missing from the file are left as
@@ -24,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from plait.audiences import manage as audience_docs
+from plait.audiences.definitions import SECTIONS as AUDIENCE_SECTIONS
 from plait.govern import documents
 from plait.govern.config import SECTIONS
 from plait.identity.rules import RulesError, default_rules, from_dict
@@ -81,6 +85,9 @@ def apply(repo: Workspaces, doc: dict[str, Any], prune: bool = False, keyring=No
     if governance:  # checked whole before anything changes
         names = [s.get("name") for s in doc.get("sources") or [] if isinstance(s, dict)]
         documents.check(repo, workspace["id"], governance, names, keyring)
+    audiences = {key: doc[key] for key in AUDIENCE_SECTIONS if key in doc}
+    if audiences:
+        audience_docs.check(repo, workspace["id"], audiences)
     existing = {s["name"]: s for s in repo.list_sources(workspace["id"])}
     listed = set()
     for index, item in enumerate(doc.get("sources") or []):
@@ -107,6 +114,8 @@ def apply(repo: Workspaces, doc: dict[str, Any], prune: bool = False, keyring=No
     if governance:
         result.created += documents.ensure_forwarding_sources(repo, workspace["id"], governance)
         result.updated += documents.save(repo, workspace["id"], governance)
+    if audiences:
+        result.updated += audience_docs.save(repo, workspace["id"], audiences)
     if prune:
         for name, source in existing.items():
             if name not in listed and source["enabled"]:
@@ -125,5 +134,6 @@ def export(repo: Workspaces, workspace_ref: str) -> str:
         ],
         "identity": identity_rules(repo, workspace["id"]),
         **documents.export(repo, workspace["id"]),
+        **{k: v for k, v in audience_docs.documents(repo, workspace["id"]).items() if v},
     }
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)

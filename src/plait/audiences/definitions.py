@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import duckdb
 import orjson
 
 from plait.audiences.language import (
@@ -39,6 +40,7 @@ from plait.audiences.language import (
     to_json,
 )
 from plait.govern.expressions import ExpressionError, parse_path
+from plait.lake.query import LakeQueryError, check_select
 from plait.store.workspaces import Invalid
 
 SECTIONS = ("computed_traits", "audiences")
@@ -173,6 +175,7 @@ def compile_trait(doc: Any, at: str, seen: set[str]) -> ComputedTrait:
         sql = doc.get("sql")
         if not isinstance(sql, str) or not sql.strip():
             raise _fail(f"{at}.sql", "a SELECT returning profile_id and value columns")
+        _check_sql(sql, f"{at}.sql")
         schedule = _window(doc.get("schedule", "1 hour"), f"{at}.schedule")
         return ComputedTrait(key, kind, emit, sql=sql, schedule_ms=schedule.ms)
     where = None
@@ -195,6 +198,17 @@ def compile_trait(doc: Any, at: str, seen: set[str]) -> ComputedTrait:
         if prop[0] not in ("properties", "context", "traits"):
             prop = ("properties", *prop)
     return ComputedTrait(key, kind, emit, behaviour=behaviour, path=prop)
+
+
+def _check_sql(sql: str, at: str) -> None:
+    """One SELECT, as the lake runs it (its columns are checked when it runs)."""
+    con = duckdb.connect(":memory:")
+    try:
+        check_select(con, sql)
+    except LakeQueryError as exc:
+        raise _fail(at, str(exc)) from None
+    finally:
+        con.close()
 
 
 def compile_audience(doc: Any, at: str, seen: set[str]) -> Audience:

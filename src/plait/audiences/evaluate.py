@@ -181,6 +181,14 @@ def normalize_number(value: float | None) -> int | float | None:
     return float(value)
 
 
+def plain_value(trait: ComputedTrait, value: Any) -> Any:
+    """A value read back from SQL as the in-memory path gives it: aggregates' doubles
+    that are whole become integers; values read from events stay as they were sent."""
+    if trait.kind in ("sum", "avg", "min", "max") and isinstance(value, float):
+        return normalize_number(value)
+    return value
+
+
 def trait_value(trait: ComputedTrait, events: list[Event], now: int) -> Any:
     found = matching(trait.behaviour, events, now)
     if not found:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plait.audiences.definitions import ComputedTrait, Definitions
-from plait.audiences.evaluate import DAY_MS
+from plait.audiences.evaluate import DAY_MS, walk
 from plait.audiences.language import (
     AccountTrait,
     And,
@@ -136,8 +136,8 @@ def filter_sql(node: Any, now: int) -> str:
 
 
 def behaviour_sql(behaviour: Performed, now: int) -> str:
-    """Which events rows a behaviour counts (the time bound at ``now`` is the scan's)."""
-    parts = [selector_sql(behaviour.selector)]
+    """Which events rows a behaviour counts at ``now``."""
+    parts = [selector_sql(behaviour.selector), f"epoch_ms(timestamp) <= {now}"]
     if behaviour.window is not None:
         parts.append(f"epoch_ms(timestamp) > {now - behaviour.window.ms}")
     if behaviour.where is not None:
@@ -154,11 +154,19 @@ class _Query:
     extra: list[tuple[str, str]] = field(default_factory=list)  # (name, CTE) per profile
     behaviours: dict[Performed, str] = field(default_factory=dict)
     computed: dict[str, str] = field(default_factory=dict)  # key -> JSON expression
+    future: bool = False  # the scan reads events after now too (for the due time)
 
 
 def _value_json(trait: ComputedTrait, q: _Query) -> str:
     """The computed trait as a JSON value per profile (NULL when absent), adding what it
     needs to the query."""
+    if trait.kind == "sql":
+        name = f"sq{len(q.extra)}"
+        q.extra.append((name, (
+            f"SELECT CAST(profile_id AS VARCHAR) AS profile_id, "
+            f"min(CAST(to_json(value) AS VARCHAR)) AS v FROM ({trait.sql}) GROUP BY 1"
+        )))  # fmt: skip
+        return f"CAST({name}.v AS JSON)"
     b = trait.behaviour
     m = behaviour_sql(b, q.now)
     q.scans.append(b)
@@ -238,13 +246,12 @@ def _assemble(q: _Query, columns: list[str]) -> str:
     if q.aggregates:
         bounds = [b for b in q.scans]
         scan = " OR ".join(sorted({f"({selector_sql(b.selector)})" for b in bounds}))
-        low = ""
+        low = "" if q.future else f" AND epoch_ms(timestamp) <= {q.now}"
         if all(b.window is not None for b in bounds):
-            low = f" AND epoch_ms(timestamp) > {q.now - max(b.window.ms for b in bounds)}"
+            low += f" AND epoch_ms(timestamp) > {q.now - max(b.window.ms for b in bounds)}"
         ctes.append(
             f"ev AS (SELECT profile_id, {', '.join(q.aggregates)} FROM events "
-            f"WHERE profile_id IS NOT NULL AND epoch_ms(timestamp) <= {q.now}{low} "
-            f"AND ({scan}) GROUP BY profile_id)"
+            f"WHERE profile_id IS NOT NULL{low} AND ({scan}) GROUP BY profile_id)"
         )
         joins.append("LEFT JOIN ev ON ev.profile_id = p.profile_id")
     if q.accounts:
@@ -281,3 +288,70 @@ def traits_sql(defs: Definitions, keys: list[str], now: int) -> str:
 
 def _ident(key: str) -> str:
     return '"' + key.replace('"', '""') + '"'
+
+
+def _due_sql(defs: Definitions, q: _Query) -> str:
+    """The earliest time after now at which time alone may change a profile's values, as
+    plait.audiences.evaluate.Evaluator.next_change computes it (NULL: never)."""
+    now, candidates = q.now, []
+
+    def aggregate(expr: str) -> str:
+        q.aggregates.append(f"{expr} AS v{len(q.aggregates)}")
+        return f"v{len(q.aggregates) - 1}"
+
+    behaviours = [t.behaviour for t in defs.event_traits.values()]
+    for audience in defs.audiences.values():
+        behaviours += [n for n in walk(audience.tree) if isinstance(n, Performed)]
+    q.future = True
+    for b in behaviours:
+        sel = selector_sql(b.selector)
+        q.scans.append(b)
+        candidates.append(aggregate(
+            f"min(epoch_ms(timestamp)) FILTER (WHERE {sel} AND epoch_ms(timestamp) > {now})"
+        ))  # fmt: skip
+        if b.window is not None:
+            w = b.window.ms
+            candidates.append(aggregate(
+                f"min(epoch_ms(timestamp)) FILTER (WHERE {sel} AND epoch_ms(timestamp) <= "
+                f"{now} AND epoch_ms(timestamp) > {now - w})"
+            ) + f" + {w}")  # fmt: skip
+    for trait in defs.event_traits.values():
+        if trait.kind == "days_since_last":
+            last = aggregate(
+                f"max(epoch_ms(timestamp)) FILTER (WHERE {behaviour_sql(trait.behaviour, now)})"
+            )
+            candidates.append(f"{last} + (({now} - {last}) // {DAY_MS} + 1) * {DAY_MS}")
+    for audience in defs.audiences.values():
+        for n in walk(audience.tree):
+            if isinstance(n, Trait | AccountTrait) and n.test.op == "within":
+                column = "p.traits_json" if isinstance(n, Trait) else "a.traits_json"
+                t = f"epoch_ms(TRY_CAST({extract(column, n.path)} ->> '$' AS TIMESTAMPTZ))"
+                if isinstance(n, Trait):
+                    times = [t, f"{t} + {n.test.value.ms}"]
+                else:  # the earliest over the profile's accounts
+                    times = []
+                    for expr in (t, f"{t} + {n.test.value.ms}"):
+                        q.accounts.append(f"min(CASE WHEN {expr} > {now} THEN {expr} END) "
+                                          f"AS a{len(q.accounts)}")  # fmt: skip
+                        times.append(f"a{len(q.accounts) - 1}")
+                candidates += [f"CASE WHEN {x} > {now} THEN {x} END" for x in times]
+    if not candidates:
+        return "CAST(NULL AS BIGINT)"
+    # least() skips NULLs: the earliest of the candidates that exist
+    return "least(" + ", ".join(f"CASE WHEN ({c}) > {now} THEN ({c}) END" for c in candidates) + ")"
+
+
+def workspace_sql(defs: Definitions, now: int) -> tuple[str, list[str], list[str]]:
+    """Every audience and computed trait of a workspace, and the due time, in one query:
+    ``profile_id``, a boolean per audience, a JSON text per computed trait, ``due``.
+    Returns (sql, audience keys, trait keys)."""
+    q = _Query(now)
+    audiences, traits = list(defs.audiences), list(defs.traits)
+    columns = [f"{_node_sql(defs.audiences[k].tree, defs, q)} AS {_ident('a:' + k)}"
+               for k in audiences]  # fmt: skip
+    for k in traits:
+        if k not in q.computed:
+            q.computed[k] = _value_json(defs.traits[k], q)
+        columns.append(f"CAST({q.computed[k]} AS VARCHAR) AS {_ident('t:' + k)}")
+    columns.append(f"{_due_sql(defs, q)} AS due")
+    return _assemble(q, columns), audiences, traits

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import orjson
 import sqlalchemy as sa
 
+from plait.audiences.scheduler import RECONCILED
 from plait.govern.config import GovernanceCache
 from plait.govern.consent_stage import update_consent
 from plait.govern.stage import govern
@@ -28,6 +29,7 @@ from plait.identity.stage import (
     resolve,
     resolve_accounts,
 )
+from plait.lake.writer import consumer_name as lake_consumer
 from plait.log import backend_for
 from plait.log.processing import Batch, Item
 from plait.pipeline.runner import BATCH_SIZE, STAGES, Pipeline, consumer_name
@@ -37,6 +39,7 @@ from plait.store.bulk import chunks
 from plait.store.db import now_ms
 from plait.store.schema import (
     account_members,
+    audience_state,
     checkpoints,
     consent_history,
     identifiers,
@@ -75,6 +78,11 @@ def reset(conn: sa.Connection, workspace_id: str) -> None:
     )
     conn.execute(profiles.delete().where(profiles.c.workspace_id == workspace_id))
     conn.execute(checkpoints.delete().where(checkpoints.c.consumer == consumer_name(workspace_id)))
+    # The lake is written again from the new state, and audiences and computed traits are
+    # reconciled against it at the scheduler's next tick (only real differences emit).
+    conn.execute(checkpoints.delete().where(checkpoints.c.consumer == lake_consumer(workspace_id)))
+    conn.execute(audience_state.delete().where(audience_state.c.workspace_id == workspace_id,
+                                               audience_state.c.key == RECONCILED))  # fmt: skip
 
 
 def rebuild(

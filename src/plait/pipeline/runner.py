@@ -1,5 +1,7 @@
 """The pipeline: reads each workspace's log in offset order from a checkpoint and runs the
-stages (parse → govern → normalize → resolve → profile → consent) over batches of messages.
+stages (parse → govern → normalize → resolve → profile → consent → audiences) over batches
+of messages. Between rounds its loop runs the audiences' scheduler (windows that expire,
+backfills of new definitions over the lake) and, hourly, retention.
 
 A batch's effects and its checkpoint commit in one transaction, so a crash never applies
 a batch twice, and a message already processed (reprocessing an offset range) is skipped:
@@ -16,9 +18,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import sqlalchemy as sa
 
+from plait.audiences import scheduler as audience_scheduler
+from plait.audiences.stage import update_audiences
 from plait.govern import retention
 from plait.govern.config import GovernanceCache
 from plait.govern.consent_stage import update_consent
@@ -29,13 +34,16 @@ from plait.log.processing import Batch, Item
 from plait.observability import PIPELINE_BATCH_SECONDS, PIPELINE_MERGES, PIPELINE_MESSAGES
 from plait.profiles.stage import update_profiles
 from plait.store import Store
+from plait.store.db import now_ms
 from plait.store.locks import workspace_lock
 from plait.store.schema import log_messages, message_profiles, workspaces
 
 logger = logging.getLogger("plait.pipeline")
 
 Stage = Callable[[Batch], None]
-STAGES: tuple[Stage, ...] = (parse, govern, normalize, resolve, update_profiles, update_consent)
+STAGES: tuple[Stage, ...] = (
+    parse, govern, normalize, resolve, update_profiles, update_consent, update_audiences,
+)  # fmt: skip
 RETENTION_INTERVAL_SECONDS = 3600
 BATCH_SIZE = 5000  # larger batches amortize the commit and the per-batch reads
 
@@ -52,8 +60,17 @@ class Pipeline:
         stages: Sequence[Stage] = STAGES,
         forward_violations: bool = True,
         governance: GovernanceCache | None = None,
+        lake_dir: Path | None = None,
+        clock: Callable[[], int] = now_ms,
+        audience_tick_seconds: float = 1.0,
+        reconcile_seconds: float = 3600.0,
     ):
         self.store = store
+        # Audiences: the lake their backfills read (None: no scheduler), and "now".
+        self.lake_dir = lake_dir
+        self.clock = clock
+        self.audience_tick_seconds = audience_tick_seconds
+        self.reconcile_seconds = reconcile_seconds
         # A rebuild processes messages a live pipeline forwarded violations for already.
         self.forward_violations = forward_violations
         self.governance = governance or GovernanceCache()
@@ -114,6 +131,7 @@ class Pipeline:
             "rules": governance.rules,  # compiled again only when a document changes
             "governance": governance,
             "forward_violations": self.forward_violations,
+            "now_ms": self.clock(),
         }
         batch = Batch(workspace_id, items, conn, context)
         for stage in self.stages:
@@ -160,15 +178,24 @@ class Pipeline:
                 total += count
         return total
 
+    def run_audience_scheduler(self) -> None:
+        """Expired windows, new or changed definitions, due SQL traits (every workspace)."""
+        audience_scheduler.tick(
+            self.store, self.lake_dir, int(self.reconcile_seconds * 1000), self.clock()
+        )
+
     def notify(self) -> None:
         """New messages are in the log (the log writer calls this after each commit)."""
         self._wake.set()
 
     def run_forever(self, poll_interval: float = 0.25) -> None:
-        retention_due = 0.0
+        retention_due = audiences_due = 0.0
         while not self._stop.is_set():
             try:
                 processed = self.catch_up()
+                if self.lake_dir is not None and time.monotonic() >= audiences_due:
+                    self.run_audience_scheduler()
+                    audiences_due = time.monotonic() + self.audience_tick_seconds
                 if time.monotonic() >= retention_due:  # hourly: workspaces' retention periods
                     retention.run_due(self.store)
                     retention_due = time.monotonic() + RETENTION_INTERVAL_SECONDS

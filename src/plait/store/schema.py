@@ -338,3 +338,60 @@ audit_log = sa.Table(  # append-only (triggers refuse UPDATE and DELETE)
     sa.Column("details", sa.Text, nullable=False),  # JSON, never personal data
     sa.Index("ix_audit_workspace_at", "workspace_id", "at"),
 )
+
+# Computed traits and audiences (issue 5). Definitions live in workspace_settings
+# ("computed_traits", "audiences"); these tables are the engine's state: what each profile
+# is now (to emit only changes), the history of entering and leaving, when time alone may
+# change a profile's values, and which definitions were backfilled.
+
+audience_members = sa.Table(
+    "audience_members",
+    metadata,
+    sa.Column("workspace_id", sa.String(64), primary_key=True),
+    sa.Column("audience_key", sa.String(100), primary_key=True),
+    sa.Column("profile_id", sa.String(40), primary_key=True),
+    sa.Column("entered_at", sa.BigInteger, nullable=False),  # ms
+    sa.Index("ix_audience_members_profile", "profile_id"),
+)
+
+audience_history = sa.Table(  # every entry and exit, with when and why
+    "audience_history",
+    metadata,
+    sa.Column("id", BigId, sa.Identity(), primary_key=True),
+    sa.Column("workspace_id", sa.String(64), nullable=False),
+    sa.Column("audience_key", sa.String(100), nullable=False),
+    sa.Column("profile_id", sa.String(40), nullable=False, index=True),
+    sa.Column("change", sa.String(8), nullable=False),  # entered | exited
+    sa.Column("at", sa.BigInteger, nullable=False),  # ms
+    sa.Column("reason", sa.String(16), nullable=False),  # event | time | backfill | merge ...
+    sa.Index("ix_audience_history_key_at", "workspace_id", "audience_key", "at"),
+)
+
+computed_values = sa.Table(  # computed traits' current values (absent: no row)
+    "computed_values",
+    metadata,
+    sa.Column("workspace_id", sa.String(64), primary_key=True),
+    sa.Column("trait_key", sa.String(100), primary_key=True),
+    sa.Column("profile_id", sa.String(40), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),  # JSON
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_computed_values_profile", "profile_id"),
+)
+
+audience_schedule = sa.Table(  # when time alone may change a profile's values next
+    "audience_schedule",
+    metadata,
+    sa.Column("workspace_id", sa.String(64), primary_key=True),
+    sa.Column("profile_id", sa.String(40), primary_key=True),
+    sa.Column("due_at", sa.BigInteger, nullable=False),  # ms
+    sa.Index("ix_audience_schedule_due", "workspace_id", "due_at"),
+)
+
+audience_state = sa.Table(  # per definition: the meaning last backfilled, SQL traits' last run
+    "audience_state",
+    metadata,
+    sa.Column("workspace_id", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(120), primary_key=True),  # audience:<key> | trait:<key>
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)

@@ -1,0 +1,116 @@
+"""The batch path: audiences and computed traits evaluated over the lake with DuckDB, in
+the workspace's confined connection (plait.lake.query.connect), for backfills, previews and
+reconciliations."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+
+from plait.audiences.definitions import Audience, Definitions
+from plait.audiences.evaluate import plain_value
+from plait.audiences.sql import audiences_sql, traits_sql
+from plait.lake.query import LakeQueryError, connect
+
+TIMEOUT_SECONDS = 600.0
+
+
+def _run(lake_dir: Path, workspace_id: str, sql: str, timeout: float) -> list[tuple]:
+    con = connect(Path(lake_dir), workspace_id)
+    timer = threading.Timer(timeout, con.interrupt)
+    timer.start()
+    try:
+        rows = con.execute(sql).fetchall()
+    except duckdb.InterruptException:
+        error = f"the evaluation took longer than {timeout:g} s"
+    except duckdb.Error as exc:
+        error = str(exc).strip()
+    else:
+        return rows
+    finally:
+        timer.cancel()
+        con.close()
+    raise LakeQueryError(error)
+
+
+def audience_members(
+    lake_dir: Path,
+    workspace_id: str,
+    defs: Definitions,
+    keys: list[str],
+    now: int,
+    timeout: float = TIMEOUT_SECONDS,
+) -> dict[str, set[str]]:
+    """Each audience's members at ``now`` (ms), in one query over the lake."""
+    if not keys:
+        return {}
+    rows = _run(lake_dir, workspace_id, audiences_sql(defs, keys, now), timeout)
+    members: dict[str, set[str]] = {key: set() for key in keys}
+    for row in rows:
+        for key, inside in zip(keys, row[1:], strict=True):
+            if inside:
+                members[key].add(row[0])
+    return members
+
+
+def trait_values(
+    lake_dir: Path,
+    workspace_id: str,
+    defs: Definitions,
+    keys: list[str],
+    now: int,
+    timeout: float = TIMEOUT_SECONDS,
+) -> dict[str, dict[str, Any]]:
+    """Each computed trait's value per profile that has one, at ``now``."""
+    if not keys:
+        return {}
+    rows = _run(lake_dir, workspace_id, traits_sql(defs, keys, now), timeout)
+    values: dict[str, dict[str, Any]] = {key: {} for key in keys}
+    for row in rows:
+        for key, text in zip(keys, row[1:], strict=True):
+            if text is not None:
+                values[key][row[0]] = plain_value(defs.traits[key], orjson.loads(text))
+    return values
+
+
+def preview(
+    lake_dir: Path,
+    workspace_id: str,
+    defs: Definitions,
+    audience: Audience,
+    now: int,
+    sample: int = 10,
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    """The size of an audience being written (it need not be saved) and a sample of its
+    members with their traits."""
+    defs = replace(defs, audiences={**defs.audiences, audience.key: audience})
+    inner = audiences_sql(defs, [audience.key], now)
+    key = '"' + audience.key.replace('"', '""') + '"'
+    sql = (
+        f"WITH m AS ({inner}), s AS (SELECT profile_id FROM m WHERE {key} "
+        f"ORDER BY hash(profile_id) LIMIT {int(sample)}) "
+        f"SELECT (SELECT count(*) FROM m WHERE {key}), (SELECT count(*) FROM m), "
+        f"(SELECT list(s.profile_id) FROM s)"
+    )
+    size, total, ids = _run(lake_dir, workspace_id, sql, timeout)[0]
+    ids = ids or []
+    traits: dict[str, Any] = {}
+    if ids:
+        listed = ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
+        for pid, text in _run(
+            lake_dir, workspace_id,
+            f"SELECT profile_id, traits_json FROM profiles WHERE profile_id IN ({listed})",
+            timeout,
+        ):  # fmt: skip
+            traits[pid] = orjson.loads(text) if text else {}
+    return {
+        "size": size,
+        "profiles": total,
+        "sample": [{"profile_id": pid, "traits": traits.get(pid, {})} for pid in ids],
+    }
