@@ -278,3 +278,26 @@ def test_batch_members_equal_the_real_time_members(world):
     for key in defs.audiences:
         assert lake[key] == world.members(key), key
     assert world.members("frequent_buyers")  # not vacuous
+
+
+def test_a_privacy_deletion_removes_the_persons_memberships_history_and_values(world):
+    from plait.govern import privacy
+    from plait.store.schema import audience_schedule, computed_values
+
+    world.define()
+    world.feed([{"type": "identify", "userId": "zoe", "traits": {"email": "zoe@example.com",
+                 "country": "FR"}, "timestamp": at(3)}, order("zoe", 2, 600),
+                order("zoe", 1, 70), order("yan", 2, 60), order("yan", 1, 70)])  # fmt: skip
+    zoe, yan = world.profile("user_id:zoe"), world.profile("user_id:yan")
+    assert zoe in world.members("frequent_buyers") and zoe in world.members("french")
+    request = privacy.create_request(world.store, world.ws, "DELETE_INTERNAL", "EMAIL",
+                                     ["zoe@example.com"], "tok_t")  # fmt: skip
+    done = privacy.run_request(world.store, request["id"], ["zoe@example.com"], settle_seconds=0)
+    assert done["status"] == "FINISHED", done
+    with world.store.engine.connect() as conn:
+        for table in (audience_members, audience_history, computed_values, audience_schedule):
+            held = set(conn.scalars(sa.select(table.c.profile_id)))
+            assert zoe not in held, table.name
+        assert yan in set(conn.scalars(sa.select(computed_values.c.profile_id)))
+    assert world.members("frequent_buyers") == {yan}
+    assert not [m for m in world.emitted() if m.get("userId") == "zoe"]  # their log rows too
