@@ -109,9 +109,9 @@ def test_real_time_memberships_and_values_equal_the_batch_evaluation(fed):
             )
         ):
             live[key].add(pid)
-        stored = {(k, p): orjson.loads(v) for k, p, v in conn.execute(
-            sa.select(computed_values.c.trait_key, computed_values.c.profile_id,
-                      computed_values.c.value).where(computed_values.c.workspace_id == ws))}  # fmt: skip
+        c = computed_values.c
+        query = sa.select(c.trait_key, c.profile_id, c.value).where(c.workspace_id == ws)
+        stored = {(k, p): orjson.loads(v) for k, p, v in conn.execute(query)}
     for key in defs.audiences:
         assert live[key] == lake[key], (key, defs.audiences[key].text)
     sizes = sorted(len(m) for m in lake.values())
