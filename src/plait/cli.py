@@ -762,3 +762,7 @@ register_governance(app)
 from plait.cli_lake import register as register_lake  # noqa: E402
 
 register_lake(app)
+
+from plait.cli_audiences import register as register_audiences  # noqa: E402
+
+register_audiences(app)

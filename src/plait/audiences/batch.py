@@ -16,12 +16,18 @@ from plait.audiences.definitions import Audience, Definitions
 from plait.audiences.evaluate import plain_value
 from plait.audiences.sql import audiences_sql, traits_sql
 from plait.lake.query import LakeQueryError, connect
+from plait.lake.writer import lake_lock
 
 TIMEOUT_SECONDS = 600.0
 
 
 def _run(lake_dir: Path, workspace_id: str, sql: str, timeout: float) -> list[tuple]:
-    con = connect(Path(lake_dir), workspace_id)
+    with lake_lock(Path(lake_dir), workspace_id, shared=True):
+        return _fetch(Path(lake_dir), workspace_id, sql, timeout)
+
+
+def _fetch(lake_dir: Path, workspace_id: str, sql: str, timeout: float) -> list[tuple]:
+    con = connect(lake_dir, workspace_id)
     timer = threading.Timer(timeout, con.interrupt)
     timer.start()
     try:

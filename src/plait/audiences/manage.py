@@ -127,7 +127,8 @@ def history(
     if profile_id is not None:
         query = query.where(h.c.profile_id == profile_id)
     query = query.order_by(h.c.at.desc(), h.c.id.desc()).limit(limit)
-    return [dict(r._mapping) for r in conn.execute(query)]
+    return [{"profile_id": r.profile_id, "change": r.change, "at": r.at, "reason": r.reason}
+            for r in conn.execute(query)]  # fmt: skip
 
 
 def daily_counts(conn: sa.Connection, workspace_id: str, key: str) -> list[dict[str, Any]]:

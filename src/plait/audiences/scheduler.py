@@ -30,6 +30,7 @@ from plait.audiences.sql import workspace_sql
 from plait.lake import export_events, export_profiles
 from plait.lake.query import LakeQueryError, connect
 from plait.lake.writer import consumer_name as lake_consumer
+from plait.lake.writer import lake_lock
 from plait.log import backend_for
 from plait.store import Store
 from plait.store.bulk import select_in
@@ -156,36 +157,9 @@ def reconcile(
         exported = log.checkpoint(lake_consumer(workspace_id), conn)
     seen: set[str] = set()
     if not defs.empty:
-        sql, audiences, traits = workspace_sql(defs, now)
-        con = connect(lake_dir, workspace_id)
-        timer = threading.Timer(600, con.interrupt)
-        timer.start()
-        try:
-            cursor = con.execute(sql)
-            while rows := cursor.fetchmany(CHUNK):
-                results = {}
-                for row in rows:
-                    a = dict(zip(audiences, row[1 : 1 + len(audiences)], strict=True))
-                    texts = row[1 + len(audiences) : 1 + len(audiences) + len(traits)]
-                    t = {
-                        key: None if text is None
-                        else plain_value(defs.traits[key], orjson.loads(text))
-                        for key, text in zip(traits, texts, strict=True)
-                    }  # fmt: skip
-                    results[row[0]] = engine.Result({k: bool(v) for k, v in a.items()}, t, row[-1])
-                seen |= set(results)
-                _apply_chunk(store, workspace_id, defs, results, exported, now, reason, report)
-                if progress is not None:
-                    progress(len(rows))
-        except duckdb.Error as exc:
-            error = str(exc).strip()
-        else:
-            error = None
-        finally:
-            timer.cancel()
-            con.close()
-        if error is not None:
-            raise LakeQueryError(error)
+        with lake_lock(lake_dir, workspace_id, shared=True):  # no snapshot swap meanwhile
+            seen = _apply_lake(store, workspace_id, lake_dir, defs, exported, now, reason,
+                               report, progress)  # fmt: skip
     _apply_rest(store, workspace_id, defs, seen, exported, now, reason, report)
     with store.write() as conn:
         _drop_undefined(conn, workspace_id, defs)
@@ -193,6 +167,41 @@ def reconcile(
                                        "fingerprint": _fingerprint(defs), "updated_at": now}],
                ["workspace_id", "key"])  # fmt: skip
     return report
+
+
+def _apply_lake(store, workspace_id, lake_dir, defs, exported, now, reason, report, progress):
+    """Run the workspace's query over the lake and apply its rows, chunk by chunk; returns
+    the profiles it had."""
+    sql, audiences, traits = workspace_sql(defs, now)
+    seen: set[str] = set()
+    con = connect(lake_dir, workspace_id)
+    timer = threading.Timer(600, con.interrupt)
+    timer.start()
+    try:
+        cursor = con.execute(sql)
+        while rows := cursor.fetchmany(CHUNK):
+            results = {}
+            for row in rows:
+                a = dict(zip(audiences, row[1 : 1 + len(audiences)], strict=True))
+                texts = row[1 + len(audiences) : 1 + len(audiences) + len(traits)]
+                t = {
+                    key: None if text is None
+                    else plain_value(defs.traits[key], orjson.loads(text))
+                    for key, text in zip(traits, texts, strict=True)
+                }  # fmt: skip
+                results[row[0]] = engine.Result({k: bool(v) for k, v in a.items()}, t, row[-1])
+            seen |= set(results)
+            _apply_chunk(store, workspace_id, defs, results, exported, now, reason, report)
+            if progress is not None:
+                progress(len(rows))
+    except duckdb.Error as exc:
+        error = str(exc).strip()
+    else:
+        return seen
+    finally:
+        timer.cancel()
+        con.close()
+    raise LakeQueryError(error)
 
 
 def _persons(conn: sa.Connection, ids: list[str]) -> set[str]:

@@ -26,6 +26,7 @@ from plait.lake.writer import (
     current_snapshot,
     event_files,
     events_dir,
+    lake_lock,
     profiles_dir,
 )
 
@@ -143,6 +144,13 @@ def run_sql(
     timeout: float = TIMEOUT_SECONDS,
 ) -> tuple[list[str], list[tuple]]:
     """Run one SELECT over the workspace's lake: (column names, at most ``limit`` rows)."""
+    with lake_lock(lake_dir, workspace_id, shared=True):
+        return _run_sql(lake_dir, workspace_id, sql, limit, timeout)
+
+
+def _run_sql(
+    lake_dir: Path, workspace_id: str, sql: str, limit: int, timeout: float
+) -> tuple[list[str], list[tuple]]:
     con = connect(lake_dir, workspace_id)
     timer = threading.Timer(timeout, con.interrupt)
     try:

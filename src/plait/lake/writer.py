@@ -11,7 +11,8 @@ sees half a file), and the checkpoint moves after the rename. A crash between th
 leaves files past the checkpoint: the next export removes them first and writes them again,
 so an export is idempotent. Profiles are written whole, as a new snapshot directory that
 replaces the previous one. One export of a workspace at a time (a file lock), which the
-erasure (``plait.lake.erasure``) takes too.
+erasure (``plait.lake.erasure``) takes too; queries hold it shared, so a snapshot is never
+replaced under a running query.
 """
 
 from __future__ import annotations
@@ -117,12 +118,13 @@ def lock_path(lake_dir: Path, workspace_id: str) -> Path:
 
 
 @contextmanager
-def lake_lock(lake_dir: Path, workspace_id: str) -> Iterator[None]:
-    """One writer of a workspace's lake at a time, across threads and processes."""
+def lake_lock(lake_dir: Path, workspace_id: str, shared: bool = False) -> Iterator[None]:
+    """One writer of a workspace's lake at a time, across threads and processes; readers
+    (``shared``) many at a time, never while a writer replaces the files they read."""
     path = lock_path(lake_dir, workspace_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        fcntl.flock(handle.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield
         finally:
