@@ -29,6 +29,7 @@ import orjson
 
 from plait.audiences.language import (
     AudienceSyntaxError,
+    Field,
     Performed,
     Selector,
     Window,
@@ -38,6 +39,7 @@ from plait.audiences.language import (
     parse_window,
     references,
     to_json,
+    walk,
 )
 from plait.govern.expressions import ExpressionError, parse_path
 from plait.lake.query import LakeQueryError, check_select
@@ -89,6 +91,7 @@ class Definitions:
     traits: dict[str, ComputedTrait] = field(default_factory=dict)
     audiences: dict[str, Audience] = field(default_factory=dict)
     fingerprints: dict[str, str] = field(default_factory=dict)  # key -> hash of its meaning
+    cache: dict = field(default_factory=dict, compare=False, repr=False)  # derived structures
 
     @property
     def empty(self) -> bool:
@@ -165,6 +168,15 @@ def _selector(doc: dict, at: str) -> Selector:
     return Selector(None if kind == "any" else kind, name)
 
 
+def _check_where(where: Any, at: str) -> None:
+    """An event condition must not depend on the time of evaluation: what an event
+    matched is kept between evaluations. Time limits are the behaviour's window."""
+    for node in walk(where):
+        if isinstance(node, Field) and node.test.op == "within":
+            raise _fail(at, "'in last' compares a profile trait's time; to count recent "
+                            "events give the behaviour a window (in last N days)")  # fmt: skip
+
+
 def compile_trait(doc: Any, at: str, seen: set[str]) -> ComputedTrait:
     if not isinstance(doc, dict):
         raise _fail(at, "must be a mapping")
@@ -184,6 +196,7 @@ def compile_trait(doc: Any, at: str, seen: set[str]) -> ComputedTrait:
             where = parse_filter(str(doc["where"]))
         except AudienceSyntaxError as exc:
             raise _fail(f"{at}.where", exc.message) from None
+        _check_where(where, f"{at}.where")
     behaviour = Performed(_selector(doc, at), window=_window(doc.get("window"), f"{at}.window"),
                           where=where)  # fmt: skip
     prop = None
@@ -225,6 +238,9 @@ def compile_audience(doc: Any, at: str, seen: set[str]) -> Audience:
             raise AudienceSyntaxError("the audience language's text, or its JSON form")
     except AudienceSyntaxError as exc:
         raise _fail(f"{at}.definition", exc.message) from None
+    for node in walk(tree):
+        if isinstance(node, Performed) and node.where is not None:
+            _check_where(node.where, f"{at}.definition")
     name = doc.get("name", key)
     if not isinstance(name, str) or not name.strip():
         raise _fail(f"{at}.name", "must be a non-empty string")

@@ -25,13 +25,22 @@ import orjson
 import sqlalchemy as sa
 
 from plait.audiences.definitions import SECTIONS, Definitions, from_documents
-from plait.audiences.evaluate import Evaluator, Event, ProfileState, walk
-from plait.audiences.language import AccountTrait, Performed
+from plait.audiences.evaluate import (
+    Compiled,
+    Evaluator,
+    Event,
+    MatchKey,
+    ProfileState,
+    match_keys,
+    matches,
+)
+from plait.audiences.language import Performed, walk
 from plait.govern.stage import append_to_log
 from plait.ids import new_id
 from plait.store.bulk import chunks, insert_rows, mark, select_in
 from plait.store.db import now_ms
 from plait.store.schema import (
+    audience_cache,
     audience_history,
     audience_members,
     audience_schedule,
@@ -75,23 +84,28 @@ def read_documents(conn: sa.Connection, workspace_id: str) -> dict[str, str]:
 # Loading profiles -----------------------------------------------------------------------
 
 
-def _needs(defs: Definitions) -> tuple[list[Performed], bool]:
-    """The behaviours whose events evaluation reads, and whether accounts are read."""
+def _marks(values: list) -> str:
+    """``?, ?, ...``: select_in's fixed parameters, one per value."""
+    return ", ".join(["?"] * len(values))
+
+
+def _needs(defs: Definitions) -> list[Performed]:
+    """The behaviours whose events evaluation reads."""
     behaviours = [t.behaviour for t in defs.event_traits.values()]
-    accounts = False
     for audience in defs.audiences.values():
-        for node in walk(audience.tree):
-            if isinstance(node, Performed):
-                behaviours.append(node)
-            accounts = accounts or isinstance(node, AccountTrait)
-    return behaviours, accounts
+        behaviours += [n for n in walk(audience.tree) if isinstance(n, Performed)]
+    return behaviours
 
 
 def load_states(
-    conn: sa.Connection, workspace_id: str, defs: Definitions, profile_ids: Iterable[str]
-) -> dict[str, ProfileState]:
+    conn: sa.Connection, workspace_id: str, defs: Definitions, profile_ids: Iterable[str],
+    now: int, arrived: dict[str, list[Event]] | None = None, dirty: set[str] | None = None,
+) -> dict[str, ProfileState]:  # fmt: skip
     """The persons among ``profile_ids`` (not accounts, not merged away), with what the
-    definitions read: traits, accounts' traits, and the events a behaviour may count."""
+    definitions read: traits, accounts' traits, and each profile's matches: its cached
+    ones plus the events that ``arrived`` since, or else made from its whole history.
+    With ``dirty`` (the profiles whose read traits or accounts changed), a profile whose
+    arrived events match nothing is left out: nothing it is evaluated on changed."""
     ids = sorted(set(profile_ids))
     if not ids:
         return {}
@@ -104,20 +118,36 @@ def load_states(
             ids,
         )
     }
+    if not states:
+        return states
+    history = _from_cache(conn, workspace_id, defs, states, now, arrived or {})
+    if dirty is not None:
+        states = {pid: st for pid, st in states.items()
+                  if pid in dirty or not st.cache.get("unchanged")}  # fmt: skip
     ids = list(states)
     if not ids:
         return states
-    for pid, key, value in select_in(
-        conn, "SELECT profile_id, key, value FROM traits WHERE profile_id IN ({keys})", ids
-    ):
-        states[pid].traits[key] = orjson.loads(value)
-    behaviours, accounts = _needs(defs)
-    if accounts:
+    compiled = Compiled.of(defs)
+    wanted = sorted(compiled.trait_keys)  # only the traits a definition reads
+    if wanted:
+        for pid, key, value in select_in(
+            conn,
+            f"SELECT profile_id, key, value FROM traits WHERE key IN ({_marks(wanted)}) "
+            "AND profile_id IN ({keys})",
+            ids,
+            tuple(wanted),
+        ):
+            states[pid].traits[key] = orjson.loads(value)
+    behaviours = _needs(defs)
+    if compiled.account_keys:
+        wanted = sorted(compiled.account_keys)
         members = select_in(
             conn,
             "SELECT m.profile_id, t.key, t.value, m.account_id FROM account_members m "
-            "LEFT JOIN traits t ON t.profile_id = m.account_id WHERE m.profile_id IN ({keys})",
+            "LEFT JOIN traits t ON t.profile_id = m.account_id "
+            f"AND t.key IN ({_marks(wanted)}) WHERE m.profile_id IN ({{keys}})",
             ids,
+            tuple(wanted),
         )
         by_account: dict[tuple[str, str], dict[str, Any]] = {}
         for pid, key, value, account in members:
@@ -126,26 +156,122 @@ def load_states(
                 traits[key] = orjson.loads(value)
         for (pid, _), traits in by_account.items():
             states[pid].accounts.append(traits)
-    if behaviours:
-        wanted = {(b.selector.type, b.selector.name) for b in behaviours}
-        any_type = {name for kind, name in wanted if kind is None}
+    if behaviours and history:
+        # Payloads only for the events a condition or a property reads: most behaviours
+        # count events by type, name and time alone.
+        reading = [b for b in behaviours if b.where is not None]
+        reading += [t.behaviour for t in defs.event_traits.values() if t.path is not None]
+        needs, needs_params = _events_filter(reading) if reading else ("1 = 0", ())
+        where, params = _events_filter(behaviours)
         rows = select_in(
             conn,
             "SELECT mp.profile_id, mp.timestamp, mp.log_offset, mp.type, mp.event, "
-            "coalesce(mp.payload, lm.payload) FROM message_profiles mp "
-            "JOIN log_messages lm ON lm.log_offset = mp.log_offset "
-            "WHERE mp.profile_id IN ({keys}) ORDER BY mp.profile_id, mp.log_offset",
-            ids,
+            f"CASE WHEN {needs} THEN coalesce(mp.payload, (SELECT lm.payload FROM "
+            "log_messages lm WHERE lm.log_offset = mp.log_offset)) END "
+            f"FROM message_profiles mp WHERE {where} AND mp.profile_id IN ({{keys}}) "
+            "ORDER BY mp.log_offset",
+            history,
+            (*needs_params, *params),
         )
         for pid, ts, offset, kind, name, payload in rows:
-            if (
-                None in any_type
-                or name in any_type
-                or (kind, None) in wanted
-                or (kind, name) in wanted
-            ):
-                states[pid].events.append(Event(ts, offset, kind, name, orjson.loads(payload)))
+            states[pid].events.append(Event(ts, offset, kind, name, payload=payload))
     return states
+
+
+# The cache of matches ------------------------------------------------------------------
+
+
+def _cache_ids(defs: Definitions) -> dict[str, MatchKey]:
+    """A stable id per match list (a hash of its meaning), and the fingerprint of them."""
+    if "cache_ids" not in defs.cache:
+        ids = {hashlib.sha256(repr(k).encode()).hexdigest()[:12]: k for k in match_keys(defs)}
+        defs.cache["cache_ids"] = ids
+        defs.cache["cache_fp"] = hashlib.sha256("".join(sorted(ids)).encode()).hexdigest()[:16]
+    return defs.cache["cache_ids"]
+
+
+def _from_cache(
+    conn: sa.Connection, workspace_id: str, defs: Definitions,
+    states: dict[str, ProfileState], now: int, arrived: dict[str, list[Event]],
+) -> list[str]:  # fmt: skip
+    """Fill the states' matches from the cache, adding the events that arrived after what
+    it holds; returns the profiles with no usable cache (their history is read)."""
+    ids = _cache_ids(defs)
+    fp = defs.cache["cache_fp"]
+    found = dict(select_in(
+        conn,
+        "SELECT profile_id, state FROM audience_cache WHERE workspace_id = ? "
+        "AND profile_id IN ({keys})",
+        list(states),
+        (workspace_id,),
+    ))  # fmt: skip
+    history = []
+    for pid, state in states.items():
+        cached = orjson.loads(found[pid]) if pid in found else None
+        if cached is None or cached["fp"] != fp:
+            history.append(pid)
+            continue
+        upto = cached["upto"]
+        new = [e for e in arrived.get(pid, ()) if e.offset > upto]
+        state.matched = {
+            key: [tuple(m) for m in cached["m"].get(kid, ())] + matches(key, new, now)
+            for kid, key in ids.items()
+        }
+        state.cache["upto"] = max([upto, *(e.offset for e in new)])
+        state.cache["unchanged"] = not any(
+            len(state.matched[key]) > len(cached["m"].get(kid, ())) for kid, key in ids.items()
+        )
+    return history
+
+
+def save_cache(
+    conn: sa.Connection, workspace_id: str, defs: Definitions, states: dict[str, ProfileState],
+    now: int,
+) -> None:  # fmt: skip
+    """Keep each profile's matches (those a window still reaches) for its next evaluation."""
+    ids, reach = _cache_ids(defs), match_keys(defs)
+    rows = []
+    for pid, state in states.items():
+        if state.matched is None:
+            continue
+        kept = {}
+        for kid, key in ids.items():
+            low = now - reach[key] if reach[key] is not None else None
+            kept[kid] = [m for m in state.matched[key] if low is None or m[0] > low]
+        upto = state.cache.get("upto")
+        if upto is None:  # made from the history: everything up to its latest event
+            upto = max((e.offset for e in state.events), default=0)
+        doc = {"fp": defs.cache["cache_fp"], "upto": upto, "m": kept}
+        rows.append({"workspace_id": workspace_id, "profile_id": pid,
+                     "state": orjson.dumps(doc).decode()})  # fmt: skip
+    upsert(conn, audience_cache, rows, ["workspace_id", "profile_id"])
+
+
+def drop_cache(conn: sa.Connection, workspace_id: str, profile_ids: Iterable[str]) -> None:
+    """Forget profiles' cached matches (their history changed: a merge, an unmerge)."""
+    for part in chunks(sorted(set(profile_ids))):
+        conn.execute(audience_cache.delete().where(
+            audience_cache.c.workspace_id == workspace_id,
+            audience_cache.c.profile_id.in_(part),
+        ))  # fmt: skip
+
+
+def _events_filter(behaviours: list[Performed]) -> tuple[str, tuple]:
+    """SQL keeping the events some behaviour may count (by type and name); the parameters
+    are ``?`` placeholders, before the profile ids."""
+    selectors = {(b.selector.type, b.selector.name) for b in behaviours}
+    if (None, None) in selectors:
+        return "1 = 1", ()
+    types = sorted({kind for kind, name in selectors if name is None and kind is not None})
+    named = sorted((kind, name) for kind, name in selectors if name is not None)
+    parts, params = [], []
+    if types:
+        parts.append(f"mp.type IN ({_marks(types)})")
+        params += types
+    for kind, name in named:
+        parts.append("mp.event = ?" if kind is None else "(mp.type = ? AND mp.event = ?)")
+        params += [name] if kind is None else [kind, name]
+    return "(" + " OR ".join(parts) + ")", tuple(params)
 
 
 # Applying changes -----------------------------------------------------------------------
@@ -172,10 +298,12 @@ class Changes:
 
 def evaluate(
     conn: sa.Connection, workspace_id: str, defs: Definitions, profile_ids: Iterable[str],
-    now: int,
+    now: int, arrived: dict[str, list[Event]] | None = None, dirty: set[str] | None = None,
 ) -> dict[str, Result]:  # fmt: skip
-    """Evaluate profiles in memory (the real-time path)."""
-    states = load_states(conn, workspace_id, defs, profile_ids)
+    """Evaluate profiles in memory (the real-time path); ``arrived``: each profile's
+    events of the batch being processed (they are in its history already); ``dirty``: see
+    ``load_states``."""
+    states = load_states(conn, workspace_id, defs, profile_ids, now, arrived, dirty)
     if not states:
         return {}
     sql_traits = [k for k, t in defs.traits.items() if t.kind == "sql"]
@@ -188,6 +316,7 @@ def evaluate(
         results[pid] = Result(
             evaluator.audiences(state, given), computed, evaluator.next_change(state)
         )
+    save_cache(conn, workspace_id, defs, states, now)
     return results
 
 
@@ -328,7 +457,7 @@ def forget(conn: sa.Connection, workspace_id: str, profile_ids: list[str], now: 
     insert_rows(conn, audience_history,
                 ("workspace_id", "audience_key", "profile_id", "change", "at", "reason"),
                 [(workspace_id, key, pid, "exited", now, reason) for key, pid in rows])  # fmt: skip
-    for table in (audience_members, computed_values, audience_schedule):
+    for table in (audience_members, computed_values, audience_schedule, audience_cache):
         for part in chunks(profile_ids):
             conn.execute(table.delete().where(table.c.workspace_id == workspace_id,
                                               table.c.profile_id.in_(part)))  # fmt: skip

@@ -41,6 +41,7 @@ from plait.audiences.language import (
     Selector,
     Test,
     Trait,
+    walk,
 )
 from plait.spec.timestamps import parse_timestamp
 
@@ -54,7 +55,13 @@ class Event:
     offset: int
     type: str
     name: str | None  # track's event, page's or screen's name
-    message: dict[str, Any]
+    message: dict[str, Any] | None = None
+    payload: str | None = None  # the message's JSON, parsed only when a value is read
+
+    def fields(self) -> dict[str, Any]:
+        if self.message is None:
+            self.message = orjson.loads(self.payload) if self.payload else {}
+        return self.message
 
 
 @dataclass
@@ -63,6 +70,10 @@ class ProfileState:
     traits: dict[str, Any] = field(default_factory=dict)
     accounts: list[dict[str, Any]] = field(default_factory=list)  # each account's traits
     events: list[Event] = field(default_factory=list)
+    # the matches of each list the definitions read (plait.audiences.engine keeps them
+    # between evaluations); None: made from ``events``
+    matched: dict | None = None
+    cache: dict = field(default_factory=dict, compare=False, repr=False)  # per evaluation
 
 
 def lookup(value: Any, path: tuple) -> Any:
@@ -148,7 +159,7 @@ def passes(node: Any, event: Event, now: int) -> bool:
     """An event filter (Field conditions under and/or/not)."""
     match node:
         case Field(path, test):
-            return check(test, lookup(event.message.get(path[0]), path[1:]), now)
+            return check(test, lookup(event.fields().get(path[0]), path[1:]), now)
         case And(items):
             return all(passes(i, event, now) for i in items)
         case Or(items):
@@ -189,21 +200,60 @@ def plain_value(trait: ComputedTrait, value: Any) -> Any:
     return value
 
 
-def trait_value(trait: ComputedTrait, events: list[Event], now: int) -> Any:
-    found = matching(trait.behaviour, events, now)
+Match = tuple  # (timestamp, log offset, value): an event a behaviour or trait counts
+MatchKey = tuple  # (selector, where, property path or None)
+
+
+def match_key(behaviour: Performed, path: tuple | None = None) -> MatchKey:
+    return (behaviour.selector, behaviour.where, path)
+
+
+def match_keys(defs: Definitions) -> dict[MatchKey, int | None]:
+    """Every list of matches the definitions read, with how far back it must reach (the
+    longest window of its readers, ms; None: all of it)."""
+    if "match_keys" not in defs.cache:
+        keys: dict[MatchKey, int | None] = {}
+        users = [(match_key(t.behaviour, t.path), t.behaviour.window, t.kind)
+                 for t in defs.event_traits.values()]  # fmt: skip
+        for audience in defs.audiences.values():
+            users += [(match_key(n), n.window, "")
+                      for n in walk(audience.tree) if isinstance(n, Performed)]  # fmt: skip
+        for key, window, kind in users:
+            # days_since_last reads the latest event whatever its age
+            reach = None if window is None or kind == "days_since_last" else window.ms
+            if key not in keys:
+                keys[key] = reach
+            elif keys[key] is not None:
+                keys[key] = None if reach is None else max(keys[key], reach)
+        defs.cache["match_keys"] = keys
+    return defs.cache["match_keys"]
+
+
+def matches(key: MatchKey, events: list[Event], now: int) -> list[Match]:
+    """The events of ``key``'s selector passing its filter, with its property's value
+    (events where it is not set are left out when a property is read)."""
+    selector, where, path = key
+    out = []
+    for e in events:
+        if selects(selector, e) and (where is None or passes(where, e, now)):
+            if path is None:
+                out.append((e.timestamp, e.offset, None))
+            elif (v := lookup(e.fields().get(path[0]), path[1:])) is not None:
+                out.append((e.timestamp, e.offset, v))
+    return out
+
+
+def value_of(trait: ComputedTrait, found: list[Match], now: int) -> Any:
+    """The trait's value from the matches it counts at ``now``."""
     if not found:
         return None
     kind = trait.kind
     if kind == "count":
         return len(found)
     if kind == "days_since_last":
-        return (now - max(e.timestamp for e in found)) // DAY_MS
-    root, rest = trait.path[0], trait.path[1:]
-    values = [(e, v) for e in found if (v := lookup(e.message.get(root), rest)) is not None]
-    if not values:
-        return None
+        return (now - max(m[0] for m in found)) // DAY_MS
     if kind in ("sum", "avg", "min", "max"):
-        nums = [float(v) for _, v in values if _is_num(v)]
+        nums = [float(m[2]) for m in found if _is_num(m[2])]
         if not nums:
             return None
         if kind == "sum":
@@ -214,10 +264,10 @@ def trait_value(trait: ComputedTrait, events: list[Event], now: int) -> Any:
             result = min(nums) if kind == "min" else max(nums)
         return normalize_number(result)
     if kind == "first":
-        return min(values, key=lambda ev: (ev[0].timestamp, ev[0].offset))[1]
+        return min(found, key=lambda m: (m[0], m[1]))[2]
     if kind == "last":
-        return max(values, key=lambda ev: (ev[0].timestamp, ev[0].offset))[1]
-    texts = [orjson.dumps(v) for _, v in values]
+        return max(found, key=lambda m: (m[0], m[1]))[2]
+    texts = [orjson.dumps(m[2]) for m in found]
     if kind == "most_frequent":
         counts: dict[bytes, int] = {}
         for text in texts:
@@ -229,103 +279,170 @@ def trait_value(trait: ComputedTrait, events: list[Event], now: int) -> Any:
     raise ValueError(f"unknown computed trait kind {kind}")
 
 
+def trait_value(trait: ComputedTrait, events: list[Event], now: int) -> Any:
+    """A computed trait's value over a profile's events."""
+    key = match_key(trait.behaviour, trait.path)
+    return value_of(trait, _in_window(matches(key, events, now), trait.behaviour, now), now)
+
+
+def _in_window(found: list[Match], behaviour: Performed, now: int) -> list[Match]:
+    low = now - behaviour.window.ms if behaviour.window is not None else None
+    return [m for m in found if m[0] <= now and (low is None or m[0] > low)]
+
+
+class Compiled:
+    """A workspace's definitions prepared for evaluation, once per set of definitions:
+    match lists numbered, audience trees turned into closures, what time tests read."""
+
+    def __init__(self, defs: Definitions):
+        self.defs = defs
+        self.keys = list(match_keys(defs))
+        self.index = {key: i for i, key in enumerate(self.keys)}
+        self.windows: list[set[int]] = [set() for _ in self.keys]
+        self.traits = []  # (key, trait, list index, window ms or None)
+        for key, t in defs.event_traits.items():
+            i = self.index[match_key(t.behaviour, t.path)]
+            w = t.behaviour.window.ms if t.behaviour.window is not None else None
+            if w is not None:
+                self.windows[i].add(w)
+            self.traits.append((key, t, i, w))
+        self.time_tests = []
+        self.audiences = {}
+        self.trait_keys: set[str] = set()  # the profile traits and account traits read
+        self.account_keys: set[str] = set()
+        for audience in defs.audiences.values():
+            for n in walk(audience.tree):
+                if isinstance(n, Trait):
+                    self.trait_keys.add(n.path[0])
+                elif isinstance(n, AccountTrait):
+                    self.account_keys.add(n.path[0])
+                if isinstance(n, Performed) and n.window is not None:
+                    self.windows[self.index[match_key(n)]].add(n.window.ms)
+                if isinstance(n, Trait | AccountTrait) and n.test.op == "within":
+                    self.time_tests.append((n.path, n.test.value, isinstance(n, AccountTrait)))
+        for key, audience in defs.audiences.items():
+            self.audiences[key] = self._closure(audience.tree)
+
+    @classmethod
+    def of(cls, defs: Definitions) -> Compiled:
+        if "compiled" not in defs.cache:
+            defs.cache["compiled"] = cls(defs)
+        return defs.cache["compiled"]
+
+    def _closure(self, node: Any):
+        """``fn(ev) -> bool`` where ``ev`` is an evaluation of one profile (_Run)."""
+        match node:
+            case And(items):
+                fns = [self._closure(i) for i in items]
+                return lambda ev: all(f(ev) for f in fns)
+            case Or(items):
+                fns = [self._closure(i) for i in items]
+                return lambda ev: any(f(ev) for f in fns)
+            case Not(item):
+                fn = self._closure(item)
+                return lambda ev: not fn(ev)
+            case Trait(path, test):
+                return lambda ev: check(test, lookup(ev.state.traits, path), ev.now)
+            case AccountTrait(path, test):
+                return lambda ev: any(check(test, lookup(t, path), ev.now)
+                                      for t in ev.state.accounts)  # fmt: skip
+            case Computed(key, test):
+                return lambda ev: check(test, ev.computed.get(key), ev.now)
+            case InAudience(key):
+                return lambda ev: ev.audience(key)
+            case Performed(_, count_op, count, window):
+                i, w = self.index[match_key(node)], window.ms if window is not None else None
+                if count_op == "at least":
+                    return lambda ev: len(ev.found(i, w)) >= count
+                if count_op == "at most":
+                    return lambda ev: len(ev.found(i, w)) <= count
+                return lambda ev: len(ev.found(i, w)) == count
+        raise TypeError(f"not an audience node: {node!r}")
+
+
+class _Run:
+    """One profile's evaluation at ``now``: what it found, memoized."""
+
+    __slots__ = ("state", "now", "lists", "computed", "_found", "_audiences", "_compiled")
+
+    def __init__(self, compiled: Compiled, state: ProfileState, lists: list, now: int):
+        self._compiled, self.state, self.lists, self.now = compiled, state, lists, now
+        self.computed: dict[str, Any] = {}
+        self._found: dict[tuple[int, int | None], list[Match]] = {}
+        self._audiences: dict[str, bool] = {}
+
+    def found(self, i: int, window: int | None) -> list[Match]:
+        key = (i, window)
+        if key not in self._found:
+            now, low = self.now, (self.now - window if window is not None else None)
+            self._found[key] = [m for m in self.lists[i]
+                                if m[0] <= now and (low is None or m[0] > low)]  # fmt: skip
+        return self._found[key]
+
+    def audience(self, key: str) -> bool:
+        if key not in self._audiences:
+            self._audiences[key] = self._compiled.audiences[key](self)
+        return self._audiences[key]
+
+
 class Evaluator:
-    """Evaluates a workspace's definitions on profiles at one instant ``now`` (ms)."""
+    """Evaluates a workspace's definitions on profiles at one instant ``now`` (ms). A
+    profile's matches come from its ``matched`` lists (kept between evaluations by the
+    engine) or, when it has none, from its events."""
 
     def __init__(self, defs: Definitions, now: int):
         self.defs, self.now = defs, now
+        self.compiled = Compiled.of(defs)
+
+    def matched(self, state: ProfileState) -> dict[MatchKey, list[Match]]:
+        """The profile's match lists, made from its events if it has none yet."""
+        if state.matched is None:
+            state.matched = {key: matches(key, state.events, self.now)
+                             for key in self.compiled.keys}  # fmt: skip
+        return state.matched
+
+    def _run(self, state: ProfileState) -> _Run:
+        run = state.cache.get(("run", self.now))
+        if run is None:
+            matched = self.matched(state)
+            lists = [matched[key] for key in self.compiled.keys]
+            run = state.cache[("run", self.now)] = _Run(self.compiled, state, lists, self.now)
+        return run
 
     def computed(self, state: ProfileState) -> dict[str, Any]:
-        return {
-            key: trait_value(trait, state.events, self.now)
-            for key, trait in self.defs.event_traits.items()
-        }
+        run = self._run(state)
+        return {key: value_of(t, run.found(i, w), self.now)
+                for key, t, i, w in self.compiled.traits}  # fmt: skip
 
     def audiences(self, state: ProfileState, computed: dict[str, Any]) -> dict[str, bool]:
-        cache: dict[Any, bool] = {}
-        return {
-            key: self._holds(aud.tree, state, computed, cache)
-            for key, aud in self.defs.audiences.items()
-        }
-
-    def _holds(self, node: Any, state: ProfileState, computed: dict, cache: dict) -> bool:
-        now = self.now
-        match node:
-            case And(items):
-                return all(self._holds(i, state, computed, cache) for i in items)
-            case Or(items):
-                return any(self._holds(i, state, computed, cache) for i in items)
-            case Not(item):
-                return not self._holds(item, state, computed, cache)
-            case Trait(path, test):
-                return check(test, lookup(state.traits, path), now)
-            case AccountTrait(path, test):
-                return any(check(test, lookup(traits, path), now) for traits in state.accounts)
-            case Computed(key, test):
-                return check(test, computed.get(key), now)
-            case InAudience(key):
-                if ("aud", key) not in cache:
-                    tree = self.defs.audiences[key].tree
-                    cache[("aud", key)] = self._holds(tree, state, computed, cache)
-                return cache[("aud", key)]
-            case Performed():
-                if node not in cache:
-                    n = len(matching(node, state.events, now))
-                    if node.count_op == "at least":
-                        cache[node] = n >= node.count
-                    elif node.count_op == "at most":
-                        cache[node] = n <= node.count
-                    else:
-                        cache[node] = n == node.count
-                return cache[node]
-        raise TypeError(f"not an audience node: {node!r}")
+        run = self._run(state)
+        run.computed, run._audiences = computed, {}
+        return {key: run.audience(key) for key in self.compiled.audiences}
 
     def next_change(self, state: ProfileState) -> int | None:
-        """The earliest time after ``now`` at which time alone may change a value: an
-        event leaving (or, from the future, entering) a window, a day passing for
+        """The earliest time after ``now`` at which time alone may change a value: a
+        counted event leaving a window (or, from the future, arriving), a day passing for
         ``days_since_last``, a trait's time entering or leaving ``in last``. Re-evaluating
         then may find nothing changed; it never misses a change."""
-        now, due = self.now, []
-        for behaviour in self._behaviours():
-            events = [e for e in state.events if selects(behaviour.selector, e)]
-            for e in events:
-                if e.timestamp > now:
-                    due.append(e.timestamp)
-                elif behaviour.window is not None and e.timestamp + behaviour.window.ms > now:
-                    due.append(e.timestamp + behaviour.window.ms)
-        for trait in self.defs.event_traits.values():
-            if trait.kind == "days_since_last":
-                found = matching(trait.behaviour, state.events, now)
-                if found:
-                    last = max(e.timestamp for e in found)
-                    due.append(last + ((now - last) // DAY_MS + 1) * DAY_MS)
-        for path, window, accounts in self._time_tests():
-            sources = state.accounts if accounts else [state.traits]
-            for traits in sources:
+        now, due, run, c = self.now, [], self._run(state), self.compiled
+        for i, found in enumerate(run.lists):
+            if not found:
+                continue
+            future = [m[0] for m in found if m[0] > now]
+            if future:
+                due.append(min(future))
+            for w in c.windows[i]:  # the earliest in the window leaves it first
+                inside = [m[0] for m in found if now - w < m[0] <= now]
+                if inside:
+                    due.append(min(inside) + w)
+        for _, t, i, w in c.traits:
+            if t.kind == "days_since_last" and (found := run.found(i, w)):
+                last = max(m[0] for m in found)
+                due.append(last + ((now - last) // DAY_MS + 1) * DAY_MS)
+        for path, window, accounts in c.time_tests:
+            for traits in state.accounts if accounts else [state.traits]:
                 t = _time_ms(lookup(traits, path))
                 if t is not None:
                     due.extend(x for x in (t, t + window.ms) if x > now)
         due = [d for d in due if d > now]
         return min(due) if due else None
-
-    def _behaviours(self) -> list[Performed]:
-        found = [t.behaviour for t in self.defs.event_traits.values()]
-        for audience in self.defs.audiences.values():
-            found.extend(n for n in walk(audience.tree) if isinstance(n, Performed))
-        return found
-
-    def _time_tests(self):
-        for audience in self.defs.audiences.values():
-            for n in walk(audience.tree):
-                if isinstance(n, Trait | AccountTrait) and n.test.op == "within":
-                    yield n.path, n.test.value, isinstance(n, AccountTrait)
-
-
-def walk(node: Any):
-    yield node
-    match node:
-        case And(items) | Or(items):
-            for i in items:
-                yield from walk(i)
-        case Not(item):
-            yield from walk(item)

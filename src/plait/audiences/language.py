@@ -724,6 +724,17 @@ def to_text(node: Any, _inner: bool = False) -> str:
     raise TypeError(f"not an audience node: {node!r}")
 
 
+def walk(node: Any):
+    """The node and every node under it (and/or/not)."""
+    yield node
+    match node:
+        case And(items) | Or(items):
+            for i in items:
+                yield from walk(i)
+        case Not(item):
+            yield from walk(item)
+
+
 def references(node: Any) -> tuple[set[str], set[str]]:
     """The audiences and computed traits a tree names: (audience keys, computed keys)."""
     audiences: set[str] = set()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plait.audiences.definitions import ComputedTrait, Definitions
-from plait.audiences.evaluate import DAY_MS, walk
+from plait.audiences.evaluate import DAY_MS
 from plait.audiences.language import (
     AccountTrait,
     And,
@@ -28,6 +28,7 @@ from plait.audiences.language import (
     Selector,
     Test,
     Trait,
+    walk,
 )
 
 _NUMERIC = "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')"

@@ -40,6 +40,8 @@ logger = logging.getLogger("plait.retention")
 
 CHUNK = 5000
 DAY_MS = 86_400_000
+# Run in each chunk's transaction with (conn, workspace_id, deleted log offsets).
+RETENTION_STEPS: list[Callable[[sa.Connection, str, list[int]], None]] = []
 TABLES = ("log_messages", "message_profiles", "violations", "quarantine", "unlinked_messages")
 
 
@@ -86,6 +88,8 @@ def apply_retention(
                 e.delete_in(table, "log_offset", offsets)
             e.delete_in(unlinked_messages, "log_offset", offsets, "workspace_id = ?",
                         (workspace_id,))  # fmt: skip
+            for step in RETENTION_STEPS:  # later parts of Plait that keep derived state
+                step(conn, workspace_id, offsets)
             for table, count in e.removed.items():
                 counts[table] += count
         if progress is not None:

@@ -39,6 +39,7 @@ from plait.store.bulk import chunks
 from plait.store.db import now_ms
 from plait.store.schema import (
     account_members,
+    audience_cache,
     audience_state,
     checkpoints,
     consent_history,
@@ -83,6 +84,7 @@ def reset(conn: sa.Connection, workspace_id: str) -> None:
     conn.execute(checkpoints.delete().where(checkpoints.c.consumer == lake_consumer(workspace_id)))
     conn.execute(audience_state.delete().where(audience_state.c.workspace_id == workspace_id,
                                                audience_state.c.key == RECONCILED))  # fmt: skip
+    conn.execute(audience_cache.delete().where(audience_cache.c.workspace_id == workspace_id))
 
 
 def rebuild(
@@ -286,6 +288,7 @@ def _forget(conn: sa.Connection, profile_id: str) -> None:
         )
     )
     conn.execute(profiles.delete().where(profiles.c.id.in_(ids)))
+    conn.execute(audience_cache.delete().where(audience_cache.c.profile_id.in_(ids)))
 
 
 def _reprocess(

@@ -35,7 +35,7 @@ def update_profiles(batch: Batch) -> None:
         conn, message_profiles,
         ("log_offset", "workspace_id", "profile_id", "timestamp", "type", "event", "payload"),
         [(item.record.offset, batch.workspace_id, item.profile_id, item.timestamp_ms,
-          item.record.type, _event_name(item),
+          item.record.type, event_name(item),
           item.governed_payload) for item in batch.items],
     )  # fmt: skip
     _move_rows(conn, [(graph.resolve_id(m.survivor), m.merged) for m in merges])
@@ -49,7 +49,8 @@ def update_profiles(batch: Batch) -> None:
     _add_members(conn, members)
 
 
-def _event_name(item: Item) -> str | None:
+def event_name(item: Item) -> str | None:
+    """What message_profiles.event holds: a track's event, a page's or screen's name."""
     msg = item.message
     name = msg.get("event") if item.record.type == "track" else msg.get("name")
     return name[:200] if isinstance(name, str) else None
@@ -89,7 +90,7 @@ def _add_members(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
 def _update_traits(batch: Batch, graph: Graph, merges: list[Merge]) -> None:
     conn = batch.conn
     setters = [
-        (item.profile_id, _identify_traits(item.message), item)
+        (item.profile_id, identify_traits(item.message), item)
         for item in batch.items
         if item.record.type == "identify" and item.profile_id
     ] + [
@@ -135,7 +136,8 @@ def _update_traits(batch: Batch, graph: Graph, merges: list[Merge]) -> None:
     insert_rows(conn, trait_history, HISTORY_COLUMNS, history)
 
 
-def _identify_traits(msg: dict[str, Any]) -> dict[str, Any] | None:
+def identify_traits(msg: dict[str, Any]) -> dict[str, Any] | None:
+    """An identify's traits: ``context.traits``, then ``traits`` over them."""
     context = msg.get("context")
     in_context = context.get("traits") if isinstance(context, dict) else None
     own = msg.get("traits")

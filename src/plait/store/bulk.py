@@ -64,5 +64,8 @@ def select_in(conn: sa.Connection, sql: str, keys: Sequence, fixed: tuple = ()) 
         else:
             one, params = "?", [*fixed, *part]
         text = sql.replace("{keys}", ", ".join([one] * len(part)))
-        rows += conn.exec_driver_sql(text if qmark else text.replace("?", "%s"), tuple(params))
+        # fetchall: one driver call, not a fetchone per row (10 us a row in SQLAlchemy)
+        rows += conn.exec_driver_sql(
+            text if qmark else text.replace("?", "%s"), tuple(params)
+        ).fetchall()
     return rows

@@ -395,3 +395,13 @@ audience_state = sa.Table(  # per definition: the meaning last backfilled, SQL t
     sa.Column("fingerprint", sa.String(64), nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
 )
+
+audience_cache = sa.Table(  # per profile: the events each definition counts, so an
+    # evaluation reads one row instead of the profile's history (rebuilt from the history
+    # when missing or made for other definitions)
+    "audience_cache",
+    metadata,
+    sa.Column("workspace_id", sa.String(64), primary_key=True),
+    sa.Column("profile_id", sa.String(40), primary_key=True),
+    sa.Column("state", sa.Text, nullable=False),  # JSON {fp, upto, m: {list id: matches}}
+)

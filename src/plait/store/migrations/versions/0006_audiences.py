@@ -1,5 +1,6 @@
 """Computed traits and audiences: memberships and their history, computed values, the
-schedule of time-driven re-evaluations, and what each definition was backfilled at.
+schedule of time-driven re-evaluations, what each definition was backfilled at, and each
+profile's cached matches.
 
 Revision ID: 0006
 Revises: 0005
@@ -60,9 +61,15 @@ def upgrade() -> None:
         sa.Column("fingerprint", sa.String(64), nullable=False),
         sa.Column("updated_at", sa.BigInteger, nullable=False),
     )
+    op.create_table(
+        "audience_cache",
+        sa.Column("workspace_id", sa.String(64), primary_key=True),
+        sa.Column("profile_id", sa.String(40), primary_key=True),
+        sa.Column("state", sa.Text, nullable=False),
+    )
 
 
 def downgrade() -> None:
-    for table in ("audience_state", "audience_schedule", "computed_values",
+    for table in ("audience_cache", "audience_state", "audience_schedule", "computed_values",
                   "audience_history", "audience_members"):  # fmt: skip
         op.drop_table(table)
