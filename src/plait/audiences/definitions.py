@@ -28,10 +28,12 @@ import duckdb
 import orjson
 
 from plait.audiences.language import (
+    AccountTrait,
     AudienceSyntaxError,
     Field,
     Performed,
     Selector,
+    Trait,
     Window,
     from_json,
     parse,
@@ -168,10 +170,19 @@ def _selector(doc: dict, at: str) -> Selector:
     return Selector(None if kind == "any" else kind, name)
 
 
+def _check_path(path: tuple, at: str) -> None:
+    """SQL reads paths with DuckDB's JSON paths, whose quoted names cannot hold a quote."""
+    for seg in path:
+        if isinstance(seg, str) and '"' in seg:
+            raise _fail(at, f"a name in a path cannot hold a double quote: {seg!r}")
+
+
 def _check_where(where: Any, at: str) -> None:
     """An event condition must not depend on the time of evaluation: what an event
     matched is kept between evaluations. Time limits are the behaviour's window."""
     for node in walk(where):
+        if isinstance(node, Field):
+            _check_path(node.path, at)
         if isinstance(node, Field) and node.test.op == "within":
             raise _fail(at, "'in last' compares a profile trait's time; to count recent "
                             "events give the behaviour a window (in last N days)")  # fmt: skip
@@ -210,6 +221,7 @@ def compile_trait(doc: Any, at: str, seen: set[str]) -> ComputedTrait:
             raise _fail(f"{at}.property", exc.message) from None
         if prop[0] not in ("properties", "context", "traits"):
             prop = ("properties", *prop)
+        _check_path(prop, f"{at}.property")
     return ComputedTrait(key, kind, emit, behaviour=behaviour, path=prop)
 
 
@@ -241,6 +253,8 @@ def compile_audience(doc: Any, at: str, seen: set[str]) -> Audience:
     for node in walk(tree):
         if isinstance(node, Performed) and node.where is not None:
             _check_where(node.where, f"{at}.definition")
+        if isinstance(node, Trait | AccountTrait):
+            _check_path(node.path, f"{at}.definition")
     name = doc.get("name", key)
     if not isinstance(name, str) or not name.strip():
         raise _fail(f"{at}.name", "must be a non-empty string")

@@ -23,7 +23,9 @@ The semantics both follow:
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -103,11 +105,19 @@ def _eq(v: Any, lit: Any) -> bool:
     return _is_num(v) and float(v) == float(lit)
 
 
+# The times ``in last`` reads: ISO-8601's extended form, to the microsecond, in UTC or with
+# an offset (the same pattern is checked in SQL, so both read the same strings as times).
+TIME_PATTERN = r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}:\d{2})?"
+_TIME = re.compile(TIME_PATTERN)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _time_ms(v: Any) -> int | None:
-    if type(v) is not str:
+    """A time as ms (microseconds floored), or None when ``v`` is not one."""
+    if type(v) is not str or not _TIME.fullmatch(v):
         return None
     try:
-        return int(parse_timestamp(v).timestamp() * 1000)
+        return (parse_timestamp(v) - _EPOCH) // timedelta(milliseconds=1)
     except (ValueError, OverflowError):
         return None
 
@@ -167,20 +177,6 @@ def passes(node: Any, event: Event, now: int) -> bool:
         case Not(item):
             return not passes(item, event, now)
     raise TypeError(f"not an event filter: {node!r}")
-
-
-def matching(behaviour: Performed, events: list[Event], now: int) -> list[Event]:
-    """The events a behaviour (or a computed trait) counts at ``now``."""
-    low = now - behaviour.window.ms if behaviour.window is not None else None
-    where = behaviour.where
-    return [
-        e
-        for e in events
-        if e.timestamp <= now
-        and (low is None or e.timestamp > low)
-        and selects(behaviour.selector, e)
-        and (where is None or passes(where, e, now))
-    ]
 
 
 def normalize_number(value: float | None) -> int | float | None:
@@ -256,10 +252,14 @@ def value_of(trait: ComputedTrait, found: list[Match], now: int) -> Any:
         nums = [float(m[2]) for m in found if _is_num(m[2])]
         if not nums:
             return None
+        try:
+            total = math.fsum(nums) if kind in ("sum", "avg") else 0.0
+        except OverflowError:  # past the largest float: no value (SQL's is infinite)
+            return None
         if kind == "sum":
-            result = math.fsum(nums)
+            result = total
         elif kind == "avg":
-            result = math.fsum(nums) / len(nums)
+            result = total / len(nums)
         else:
             result = min(nums) if kind == "min" else max(nums)
         return normalize_number(result)
@@ -277,17 +277,6 @@ def value_of(trait: ComputedTrait, found: list[Match], now: int) -> Any:
     if kind == "unique_list":
         return [orjson.loads(t) for t in sorted(set(texts))]
     raise ValueError(f"unknown computed trait kind {kind}")
-
-
-def trait_value(trait: ComputedTrait, events: list[Event], now: int) -> Any:
-    """A computed trait's value over a profile's events."""
-    key = match_key(trait.behaviour, trait.path)
-    return value_of(trait, _in_window(matches(key, events, now), trait.behaviour, now), now)
-
-
-def _in_window(found: list[Match], behaviour: Performed, now: int) -> list[Match]:
-    low = now - behaviour.window.ms if behaviour.window is not None else None
-    return [m for m in found if m[0] <= now and (low is None or m[0] > low)]
 
 
 class Compiled:

@@ -18,6 +18,7 @@ convert it to and from the JSON form, and :func:`to_text` writes the canonical t
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -331,8 +332,8 @@ class _Build(Transformer):
     def number(self, items):
         text = items[0].value
         value = float(text) if any(c in text for c in ".eE") else int(text)
-        if isinstance(value, int) and not -(2**63) <= value < 2**63:
-            raise self._fail(items[0], "a number outside 64 bits")
+        if not is_number(value):
+            raise self._fail(items[0], "a number outside 64 bits (or not finite)")
         return value
 
     def true(self, _):
@@ -507,9 +508,9 @@ def to_json(node: Any) -> dict[str, Any]:
         case Not(item):
             return {"not": to_json(item)}
         case Trait(path, test):
-            return {"trait": format_path(path), **_test_json(test)}
+            return {"trait": _path_json_form(path), **_test_json(test)}
         case AccountTrait(path, test):
-            return {"account_trait": format_path(path), **_test_json(test)}
+            return {"account_trait": _path_json_form(path), **_test_json(test)}
         case Computed(key, test):
             return {"computed": key, **_test_json(test)}
         case Field(path, test):
@@ -529,7 +530,17 @@ def to_json(node: Any) -> dict[str, Any]:
     raise TypeError(f"not an audience node: {node!r}")
 
 
-def from_json(doc: Any, at: str = "definition") -> Any:
+def _path_json_form(path: Path) -> str | list:
+    """A path as dotted text where it can be (``address.country``), else its segments
+    (``["first name"]``)."""
+    try:
+        text = format_path(path)
+    except ValueError:
+        return list(path)
+    return text if parse_path(text) == path else list(path)
+
+
+def from_json(doc: Any, at: str = "definition", _in_filter: bool = False) -> Any:
     """A tree from the JSON form; raises AudienceSyntaxError naming the bad field."""
     if not isinstance(doc, dict) or not doc:
         raise AudienceSyntaxError(f"{at}: expected an object", field=at)
@@ -538,10 +549,15 @@ def from_json(doc: Any, at: str = "definition") -> Any:
         items = doc[key]
         if not isinstance(items, list) or not items:
             raise AudienceSyntaxError(f"{at}.{key}: expected a non-empty list", field=at)
-        built = tuple(from_json(item, f"{at}.{key}[{i}]") for i, item in enumerate(items))
+        built = tuple(
+            from_json(item, f"{at}.{key}[{i}]", _in_filter) for i, item in enumerate(items)
+        )
         return And(built) if key == "and" else Or(built)
     if "not" in doc:
-        return Not(from_json(doc["not"], f"{at}.not"))
+        return Not(from_json(doc["not"], f"{at}.not", _in_filter))
+    if "field" in doc and not _in_filter:
+        raise AudienceSyntaxError(f"{at}.field: an event field is read in a behaviour's "
+                                  "where only", field=at)  # fmt: skip
     if "audience" in doc:
         if not isinstance(doc["audience"], str) or not doc["audience"]:
             raise AudienceSyntaxError(f"{at}.audience: expected a key", field=at)
@@ -564,18 +580,35 @@ def from_json(doc: Any, at: str = "definition") -> Any:
 
 
 def _path_json(text: Any, at: str) -> Path:
+    if (
+        isinstance(text, list)
+        and text
+        and all(
+            isinstance(s, str) or (isinstance(s, int) and not isinstance(s, bool) and s >= 0)
+            for s in text
+        )
+        and isinstance(text[0], str)
+    ):
+        return tuple(text)
     if not isinstance(text, str) or not text:
-        raise AudienceSyntaxError(f"{at}: expected a path", field=at)
+        raise AudienceSyntaxError(f"{at}: expected a path (text, or a list of names)", field=at)
     try:
         return parse_path(text)
     except ExpressionError as exc:
         raise AudienceSyntaxError(f"{at}: {exc.message}", field=at) from None
 
 
+def is_number(value: Any) -> bool:
+    """A number the language holds: a 64-bit integer or a finite float."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return isinstance(value, float) and math.isfinite(value)
+
+
 def _scalar(value: Any, at: str) -> Scalar:
-    if isinstance(value, bool | str) or (
-        isinstance(value, int | float) and -(2**63) <= value < 2**63
-    ):
+    if isinstance(value, bool | str) or is_number(value):
         return value
     raise AudienceSyntaxError(f"{at}: expected a string, number or boolean", field=at)
 
@@ -628,7 +661,8 @@ def _performed_json(doc: Any, at: str) -> Performed:
     if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 1_000_000_000:
         raise AudienceSyntaxError(f"{at}.count.value: expected a whole number", field=at)
     window = _window_json(doc["window"], f"{at}.window") if doc.get("window") else None
-    where = from_json(doc["where"], f"{at}.where") if doc.get("where") is not None else None
+    where = doc.get("where")
+    where = from_json(where, f"{at}.where", True) if where is not None else None
     if where is not None:
         _check_filter(where, f"{at}.where")
     selector = Selector(None if kind == "any" else kind, name)

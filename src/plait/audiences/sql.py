@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plait.audiences.definitions import ComputedTrait, Definitions
-from plait.audiences.evaluate import DAY_MS
+from plait.audiences.evaluate import DAY_MS, TIME_PATTERN, Compiled
 from plait.audiences.language import (
     AccountTrait,
     And,
@@ -28,7 +28,6 @@ from plait.audiences.language import (
     Selector,
     Test,
     Trait,
-    walk,
 )
 
 _NUMERIC = "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')"
@@ -98,11 +97,18 @@ def test_sql(test: Test, j: str, now: int) -> str:
     elif op == "ends_with":
         cond = f"{kind} = 'VARCHAR' AND ends_with({j} ->> '$', {literal(lit)})"
     elif op == "within":
-        t = f"epoch_ms(TRY_CAST({j} ->> '$' AS TIMESTAMPTZ))"
+        t = time_sql(j)
         cond = f"{kind} = 'VARCHAR' AND {t} > {now - lit.ms} AND {t} <= {now}"
     else:
         raise ValueError(f"unknown test {op}")
     return f"coalesce({cond}, false)"
+
+
+def time_sql(j: str) -> str:
+    """A JSON string that is a time (evaluate.TIME_PATTERN), as ms floored; else NULL."""
+    text = f"({j} ->> '$')"
+    return (f"CASE WHEN regexp_full_match({text}, {literal(TIME_PATTERN)}) "
+            f"THEN epoch_us(TRY_CAST({text} AS TIMESTAMPTZ)) // 1000 END")  # fmt: skip
 
 
 def _eq_sql(lit: Any, j: str) -> str:
@@ -184,7 +190,7 @@ def _value_json(trait: ComputedTrait, q: _Query) -> str:
     if trait.kind in ("sum", "avg", "min", "max"):
         agg = {"sum": "fsum", "avg": "favg", "min": "min", "max": "max"}[trait.kind]
         q.aggregates.append(f"{agg}({num}) FILTER (WHERE {m}) AS v{n}")
-        return f"to_json(v{n})"
+        return f"to_json(CASE WHEN isfinite(v{n}) THEN v{n} END)"
     order = "CAST(epoch_ms(timestamp) AS HUGEINT) * 10000000000 + log_offset"
     if trait.kind in ("first", "last"):
         agg = "arg_min" if trait.kind == "first" else "arg_max"
@@ -291,51 +297,49 @@ def _ident(key: str) -> str:
     return '"' + key.replace('"', '""') + '"'
 
 
+def _match_sql(key: tuple, now: int) -> str:
+    """Which events rows a match list of evaluate.match_keys holds: its selector, its
+    filter, and its property set."""
+    selector, where, path = key
+    parts = [selector_sql(selector)]
+    if where is not None:
+        parts.append(filter_sql(where, now))
+    if path is not None:
+        parts.append(f"json_type({extract(_COLUMN[path[0]], path[1:])}) <> 'NULL'")
+    return " AND ".join(parts)
+
+
 def _due_sql(defs: Definitions, q: _Query) -> str:
-    """The earliest time after now at which time alone may change a profile's values, as
-    plait.audiences.evaluate.Evaluator.next_change computes it (NULL: never)."""
-    now, candidates = q.now, []
+    """The earliest time after now at which time alone may change a profile's values:
+    plait.audiences.evaluate.Evaluator.next_change, list by list (NULL: never)."""
+    now, candidates, compiled = q.now, [], Compiled.of(defs)
 
     def aggregate(expr: str) -> str:
         q.aggregates.append(f"{expr} AS v{len(q.aggregates)}")
         return f"v{len(q.aggregates) - 1}"
 
-    behaviours = [t.behaviour for t in defs.event_traits.values()]
-    for audience in defs.audiences.values():
-        behaviours += [n for n in walk(audience.tree) if isinstance(n, Performed)]
     q.future = True
-    for b in behaviours:
-        sel = selector_sql(b.selector)
-        q.scans.append(b)
-        candidates.append(aggregate(
-            f"min(epoch_ms(timestamp)) FILTER (WHERE {sel} AND epoch_ms(timestamp) > {now})"
-        ))  # fmt: skip
-        if b.window is not None:
-            w = b.window.ms
-            candidates.append(aggregate(
-                f"min(epoch_ms(timestamp)) FILTER (WHERE {sel} AND epoch_ms(timestamp) <= "
-                f"{now} AND epoch_ms(timestamp) > {now - w})"
-            ) + f" + {w}")  # fmt: skip
+    ts = "epoch_ms(timestamp)"
+    for i, key in enumerate(compiled.keys):
+        m = _match_sql(key, now)
+        q.scans.append(Performed(key[0]))
+        candidates.append(aggregate(f"min({ts}) FILTER (WHERE {m} AND {ts} > {now})"))
+        for w in sorted(compiled.windows[i]):  # the earliest in the window leaves it first
+            inside = f"{ts} <= {now} AND {ts} > {now - w}"
+            candidates.append(aggregate(f"min({ts}) FILTER (WHERE {m} AND {inside})") + f" + {w}")
     for trait in defs.event_traits.values():
         if trait.kind == "days_since_last":
-            last = aggregate(
-                f"max(epoch_ms(timestamp)) FILTER (WHERE {behaviour_sql(trait.behaviour, now)})"
-            )
+            last = aggregate(f"max({ts}) FILTER (WHERE {behaviour_sql(trait.behaviour, now)})")
             candidates.append(f"{last} + (({now} - {last}) // {DAY_MS} + 1) * {DAY_MS}")
-    for audience in defs.audiences.values():
-        for n in walk(audience.tree):
-            if isinstance(n, Trait | AccountTrait) and n.test.op == "within":
-                column = "p.traits_json" if isinstance(n, Trait) else "a.traits_json"
-                t = f"epoch_ms(TRY_CAST({extract(column, n.path)} ->> '$' AS TIMESTAMPTZ))"
-                if isinstance(n, Trait):
-                    times = [t, f"{t} + {n.test.value.ms}"]
-                else:  # the earliest over the profile's accounts
-                    times = []
-                    for expr in (t, f"{t} + {n.test.value.ms}"):
-                        q.accounts.append(f"min(CASE WHEN {expr} > {now} THEN {expr} END) "
-                                          f"AS a{len(q.accounts)}")  # fmt: skip
-                        times.append(f"a{len(q.accounts) - 1}")
-                candidates += [f"CASE WHEN {x} > {now} THEN {x} END" for x in times]
+    for path, window, accounts in compiled.time_tests:
+        t = time_sql(extract("a.traits_json" if accounts else "p.traits_json", path))
+        times = [t, f"{t} + {window.ms}"]
+        if accounts:  # the earliest over the profile's accounts
+            for n, expr in enumerate(times):
+                q.accounts.append(f"min(CASE WHEN {expr} > {now} THEN {expr} END) "
+                                  f"AS a{len(q.accounts)}")  # fmt: skip
+                times[n] = f"a{len(q.accounts) - 1}"
+        candidates += times
     if not candidates:
         return "CAST(NULL AS BIGINT)"
     # least() skips NULLs: the earliest of the candidates that exist
