@@ -99,24 +99,16 @@ def preview(
     inner = audiences_sql(defs, [audience.key], now)
     key = '"' + audience.key.replace('"', '""') + '"'
     sql = (
-        f"WITH m AS ({inner}), s AS (SELECT profile_id FROM m WHERE {key} "
+        f"WITH m AS MATERIALIZED ({inner}), s AS (SELECT profile_id FROM m WHERE {key} "
         f"ORDER BY hash(profile_id) LIMIT {int(sample)}) "
         f"SELECT (SELECT count(*) FROM m WHERE {key}), (SELECT count(*) FROM m), "
-        f"(SELECT list(s.profile_id) FROM s)"
+        f"(SELECT list(struct_pack(id := s.profile_id, traits := p.traits_json) "
+        f"ORDER BY hash(s.profile_id)) FROM s JOIN profiles p USING (profile_id))"
     )
-    size, total, ids = _run(lake_dir, workspace_id, sql, timeout)[0]
-    ids = ids or []
-    traits: dict[str, Any] = {}
-    if ids:
-        listed = ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
-        for pid, text in _run(
-            lake_dir, workspace_id,
-            f"SELECT profile_id, traits_json FROM profiles WHERE profile_id IN ({listed})",
-            timeout,
-        ):  # fmt: skip
-            traits[pid] = orjson.loads(text) if text else {}
+    size, total, found = _run(lake_dir, workspace_id, sql, timeout)[0]
+    sampled = [(r["id"], orjson.loads(r["traits"]) if r["traits"] else {}) for r in found or []]
     return {
         "size": size,
         "profiles": total,
-        "sample": [{"profile_id": pid, "traits": traits.get(pid, {})} for pid in ids],
+        "sample": [{"profile_id": pid, "traits": traits} for pid, traits in sampled],
     }

@@ -12,6 +12,7 @@ type first, so ``"60" > 50`` is false here as in Python.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from plait.audiences.definitions import ComputedTrait, Definitions
@@ -30,6 +31,7 @@ from plait.audiences.language import (
     Trait,
 )
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NUMERIC = "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')"
 _COLUMN = {"properties": "properties_json", "context": "context_json", "traits": "traits_json"}
 
@@ -142,14 +144,29 @@ def filter_sql(node: Any, now: int) -> str:
     raise TypeError(f"not an event filter: {node!r}")
 
 
+def ts_before(ms: int) -> str:
+    """``epoch_ms(timestamp) < ms`` as a comparison with a literal, which DuckDB pushes
+    into the Parquet scan (whole files are skipped) and runs ~6x faster."""
+    at = (_EPOCH + timedelta(milliseconds=ms)).isoformat()
+    return f"timestamp < TIMESTAMPTZ {literal(at)}"
+
+
+def ts_at_or_after(ms: int) -> str:
+    at = (_EPOCH + timedelta(milliseconds=ms)).isoformat()
+    return f"timestamp >= TIMESTAMPTZ {literal(at)}"
+
+
 def behaviour_sql(behaviour: Performed, now: int) -> str:
-    """Which events rows a behaviour counts at ``now``."""
-    parts = [selector_sql(behaviour.selector), f"epoch_ms(timestamp) <= {now}"]
+    """Which events rows a behaviour counts at ``now``. The filter's JSON is parsed only
+    on the rows the selector and the times keep (a CASE: DuckDB evaluates an AND's parts
+    on every row)."""
+    parts = [selector_sql(behaviour.selector), ts_before(now + 1)]
     if behaviour.window is not None:
-        parts.append(f"epoch_ms(timestamp) > {now - behaviour.window.ms}")
-    if behaviour.where is not None:
-        parts.append(filter_sql(behaviour.where, now))
-    return " AND ".join(parts)
+        parts.append(ts_at_or_after(now - behaviour.window.ms + 1))
+    cheap = " AND ".join(parts)
+    if behaviour.where is None:
+        return cheap
+    return f"(CASE WHEN {cheap} THEN {filter_sql(behaviour.where, now)} ELSE false END)"
 
 
 @dataclass
@@ -159,7 +176,7 @@ class _Query:
     scans: list[Performed] = field(default_factory=list)  # what the scan must read
     accounts: list[str] = field(default_factory=list)  # bool_or over memberships
     extra: list[tuple[str, str]] = field(default_factory=list)  # (name, CTE) per profile
-    behaviours: dict[Performed, str] = field(default_factory=dict)
+    behaviours: dict[tuple, str] = field(default_factory=dict)  # (selector, window, where)
     computed: dict[str, str] = field(default_factory=dict)  # key -> JSON expression
     future: bool = False  # the scan reads events after now too (for the due time)
 
@@ -185,8 +202,8 @@ def _value_json(trait: ComputedTrait, q: _Query) -> str:
         q.aggregates.append(f"max(epoch_ms(timestamp)) FILTER (WHERE {m}) AS v{n}")
         return f"to_json(({q.now} - v{n}) // {DAY_MS})"
     v = extract(_COLUMN[trait.path[0]], trait.path[1:])
-    present = f"{m} AND json_type({v}) <> 'NULL'"
-    num = f"CASE WHEN json_type({v}) IN {_NUMERIC} THEN TRY_CAST({v} AS DOUBLE) END"
+    present = f"(CASE WHEN {m} THEN json_type({v}) <> 'NULL' ELSE false END)"
+    num = f"CASE WHEN {m} AND json_type({v}) IN {_NUMERIC} THEN TRY_CAST({v} AS DOUBLE) END"
     if trait.kind in ("sum", "avg", "min", "max"):
         agg = {"sum": "fsum", "avg": "favg", "min": "min", "max": "max"}[trait.kind]
         q.aggregates.append(f"{agg}({num}) FILTER (WHERE {m}) AS v{n}")
@@ -194,12 +211,14 @@ def _value_json(trait: ComputedTrait, q: _Query) -> str:
     order = "CAST(epoch_ms(timestamp) AS HUGEINT) * 10000000000 + log_offset"
     if trait.kind in ("first", "last"):
         agg = "arg_min" if trait.kind == "first" else "arg_max"
-        q.aggregates.append(f"{agg}(CAST({v} AS VARCHAR), {order}) FILTER (WHERE {present}) "
+        q.aggregates.append(f"{agg}(CASE WHEN {m} THEN CAST({v} AS VARCHAR) END, {order}) "
+                            f"FILTER (WHERE {present}) "
                             f"AS v{n}")  # fmt: skip
         return f"CAST(v{n} AS JSON)"
     if trait.kind == "unique_list":
         q.aggregates.append(
-            f"list_sort(list(DISTINCT CAST({v} AS VARCHAR)) FILTER (WHERE {present})) AS v{n}"
+            f"list_sort(list(DISTINCT CASE WHEN {m} THEN CAST({v} AS VARCHAR) END) "
+            f"FILTER (WHERE {present})) AS v{n}"
         )
         return f"CAST('[' || array_to_string(v{n}, ',') || ']' AS JSON)"
     if trait.kind == "most_frequent":
@@ -207,7 +226,7 @@ def _value_json(trait: ComputedTrait, q: _Query) -> str:
         q.extra.append((name, (
             f"SELECT profile_id, first(val ORDER BY n DESC, val ASC) AS v FROM ("
             f"SELECT profile_id, CAST({v} AS VARCHAR) AS val, count(*) AS n FROM events "
-            f"WHERE profile_id IS NOT NULL AND epoch_ms(timestamp) <= {q.now} AND {present} "
+            f"WHERE profile_id IS NOT NULL AND {ts_before(q.now + 1)} AND {present} "
             f"GROUP BY ALL) GROUP BY profile_id"
         )))  # fmt: skip
         return f"CAST({name}.v AS JSON)"
@@ -235,13 +254,14 @@ def _node_sql(node: Any, defs: Definitions, q: _Query) -> str:
         case InAudience(key):
             return _node_sql(defs.audiences[key].tree, defs, q)
         case Performed():
-            if node not in q.behaviours:
+            counted = (node.selector, node.window, node.where)  # the count is compared below
+            if counted not in q.behaviours:
                 n = len(q.aggregates)
                 q.aggregates.append(f"count(*) FILTER (WHERE {behaviour_sql(node, q.now)}) "
                                     f"AS v{n}")  # fmt: skip
                 q.scans.append(node)
-                q.behaviours[node] = f"coalesce(v{n}, 0)"
-            count = q.behaviours[node]
+                q.behaviours[counted] = f"coalesce(v{n}, 0)"
+            count = q.behaviours[counted]
             op = {"at least": ">=", "at most": "<=", "exactly": "="}[node.count_op]
             return f"({count} {op} {node.count})"
     raise TypeError(f"not an audience node: {node!r}")
@@ -253,9 +273,9 @@ def _assemble(q: _Query, columns: list[str]) -> str:
     if q.aggregates:
         bounds = [b for b in q.scans]
         scan = " OR ".join(sorted({f"({selector_sql(b.selector)})" for b in bounds}))
-        low = "" if q.future else f" AND epoch_ms(timestamp) <= {q.now}"
+        low = "" if q.future else f" AND {ts_before(q.now + 1)}"
         if all(b.window is not None for b in bounds):
-            low += f" AND epoch_ms(timestamp) > {q.now - max(b.window.ms for b in bounds)}"
+            low += f" AND {ts_at_or_after(q.now - max(b.window.ms for b in bounds) + 1)}"
         ctes.append(
             f"ev AS (SELECT profile_id, {', '.join(q.aggregates)} FROM events "
             f"WHERE profile_id IS NOT NULL{low} AND ({scan}) GROUP BY profile_id)"
