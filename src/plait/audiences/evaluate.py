@@ -105,9 +105,13 @@ def _eq(v: Any, lit: Any) -> bool:
     return _is_num(v) and float(v) == float(lit)
 
 
-# The times ``in last`` reads: ISO-8601's extended form, to the microsecond, in UTC or with
-# an offset (the same pattern is checked in SQL, so both read the same strings as times).
-TIME_PATTERN = r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}:\d{2})?"
+# The times ``in last`` reads: ISO-8601's extended form, a date or a date and time (hours
+# 00-23) to the microsecond, in UTC or with an offset (the same pattern is checked in SQL,
+# so both read the same strings as times).
+TIME_PATTERN = (
+    r"\d{4}-\d{2}-\d{2}([T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?"
+    r"(Z|[+-]([01]\d|2[0-3]):[0-5]\d)?)?"
+)
 _TIME = re.compile(TIME_PATTERN)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -175,7 +175,8 @@ test: COMPARE value -> compare
     | _IN "[" value ("," value)* "]" -> in_
     | _NOT _IN "[" value ("," value)* "]" -> not_in
     | _IN _THE? _LAST INT UNIT -> within
-    | _CONTAINS value -> contains
+    | _CONTAINS STRING -> contains_string
+    | _CONTAINS SIGNED_NUMBER -> contains_number
     | _STARTS _WITH STRING -> starts_with
     | _ENDS _WITH STRING -> ends_with
     | _EXISTS -> exists
@@ -283,7 +284,11 @@ def _run(text: str, start: str) -> Any:
     except VisitError as exc:
         if isinstance(exc.orig_exc, AudienceSyntaxError):
             raise exc.orig_exc from None
+        if isinstance(exc.orig_exc, RecursionError):
+            raise AudienceSyntaxError("the definition nests too deeply") from None
         raise
+    except RecursionError:
+        raise AudienceSyntaxError("the definition nests too deeply") from None
 
 
 @lru_cache(maxsize=1024)
@@ -377,10 +382,11 @@ class _Build(Transformer):
     def within(self, items):
         return Test("within", self._window(items[0], items[1]))
 
-    def contains(self, items):
-        if isinstance(items[0], bool):
-            raise AudienceSyntaxError("contains takes a string or a number")
-        return Test("contains", items[0])
+    def contains_string(self, items):
+        return Test("contains", items[0].value)
+
+    def contains_number(self, items):
+        return Test("contains", self.number(items))
 
     def starts_with(self, items):
         return Test("starts_with", items[0].value)
