@@ -903,3 +903,8 @@ def test_good_definitions_compile():
         ],
     )
     assert again.fingerprints["audience:b"] == defs.fingerprints["audience:b"]
+
+
+def test_a_json_condition_holds_one_kind():
+    with pytest.raises(AudienceSyntaxError, match="one condition per object"):
+        from_json({"and": [{"audience": "a"}], "or": [{"audience": "b"}]})

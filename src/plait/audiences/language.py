@@ -230,7 +230,7 @@ _KEYWORDS = frozenset({
     "exists", "true", "false", *TYPES,
 })  # fmt: skip
 _TERMINALS = {
-    "RPAR": "')'", "LPAR": "'('", "RSQB": "']'", "LSQB": "'['", "COMMA": "','",
+    "RPAR": "')'", "LPAR": "'('", "DOT": "'.'", "RSQB": "']'", "LSQB": "'['", "COMMA": "','",
     "NAME": "a name", "STRING": 'a "string"', "INT": "a whole number",
     "SIGNED_NUMBER": "a number", "UNIT": "minutes, hours, days or weeks", "$END": "the end",
     "COMPARE": "a comparison (=, !=, <, <=, >, >=)", "TYPE": "a message type",
@@ -550,6 +550,10 @@ def from_json(doc: Any, at: str = "definition", _in_filter: bool = False) -> Any
     """A tree from the JSON form; raises AudienceSyntaxError naming the bad field."""
     if not isinstance(doc, dict) or not doc:
         raise AudienceSyntaxError(f"{at}: expected an object", field=at)
+    kinds = [k for k in ("and", "or", "not", "audience", "performed", "trait", "account_trait",
+                         "field", "computed") if k in doc]  # fmt: skip
+    if len(kinds) > 1:
+        raise AudienceSyntaxError(f"{at}: one condition per object, not {kinds}", field=at)
     if "and" in doc or "or" in doc:
         key = "and" if "and" in doc else "or"
         items = doc[key]
