@@ -893,6 +893,7 @@ def preview_phase(args, lake_dir: Path, defs: Definitions, results: dict) -> dic
     print(f"  {len(keys)} audiences, {args.preview_repeat} previews each, round robin; {load()}")
     latencies: dict[str, list[float]] = {k: [] for k in keys}
     sizes: dict[str, set[int]] = {k: set() for k in keys}
+    estimated = False
     total = len(keys) * args.preview_repeat
     t0 = time.perf_counter()
     for r in range(args.preview_repeat):
@@ -901,6 +902,7 @@ def preview_phase(args, lake_dir: Path, defs: Definitions, results: dict) -> dic
             seconds, out = timed(lambda a=audience: batch.preview(lake_dir, WS, defs, a, NOW_MS))
             latencies[key].append(seconds)
             sizes[key].add(out["size"])
+            estimated = estimated or out.get("estimated", False)
             done = r * len(keys) + i + 1
             progress("previews", done - 1, done, total, time.perf_counter() - t0)
     failures = []
@@ -912,6 +914,13 @@ def preview_phase(args, lake_dir: Path, defs: Definitions, results: dict) -> dic
         check = ""
         if len(size) != 1:
             failures.append(f"{key}: previews gave different sizes {size}")
+        elif counts is not None and estimated:
+            # a sampled preview estimates the size: within 20% (a 1-in-k sample of the
+            # smallest audience, ~2,000 members, has a standard error near 7%)
+            error = (size[0] - counts[key]) / counts[key] if counts[key] else 0.0
+            check = f" (estimate; batch {counts[key]:,}, {error:+.1%})"
+            if abs(error) > 0.2:
+                failures.append(f"{key}: preview estimate {size[0]:,} is {error:+.1%} off")
         elif counts is not None and size[0] != counts[key]:
             failures.append(f"{key}: preview size {size[0]:,}, {counts[key]:,} members in batch")
         elif counts is not None:

@@ -11,14 +11,22 @@ from typing import Any
 
 import duckdb
 import orjson
+import pyarrow.parquet as pq
 
 from plait.audiences.definitions import Audience, Definitions
 from plait.audiences.evaluate import plain_value
 from plait.audiences.sql import audiences_sql, traits_sql
 from plait.lake.query import LakeQueryError, connect
-from plait.lake.writer import lake_lock
+from plait.lake.writer import event_files, lake_lock
 
 TIMEOUT_SECONDS = 600.0
+PREVIEW_EXACT_EVENTS = 2_000_000  # previews of bigger lakes evaluate a sample of profiles
+
+
+def lake_event_count(lake_dir: Path, workspace_id: str) -> int:
+    """The workspace's events in the lake, from the files' footers."""
+    return sum(pq.ParquetFile(path).metadata.num_rows
+               for path, _, _ in event_files(lake_dir, workspace_id))  # fmt: skip
 
 
 def _run(lake_dir: Path, workspace_id: str, sql: str, timeout: float) -> list[tuple]:
@@ -92,11 +100,16 @@ def preview(
     now: int,
     sample: int = 10,
     timeout: float = 30.0,
+    exact_events: int = PREVIEW_EXACT_EVENTS,
 ) -> dict[str, Any]:
     """The size of an audience being written (it need not be saved) and a sample of its
-    members with their traits."""
+    members with their traits. A lake of more than ``exact_events`` events is previewed
+    on a sample of its profiles (every k-th by hash, k = events / exact_events): the size
+    is then an estimate, ``estimated`` says so, and ``sampled`` gives 1/k."""
     defs = replace(defs, audiences={**defs.audiences, audience.key: audience})
-    inner = audiences_sql(defs, [audience.key], now)
+    events = lake_event_count(Path(lake_dir), workspace_id)
+    k = max(1, -(-events // exact_events)) if exact_events else 1
+    inner = audiences_sql(defs, [audience.key], now, sample=k)
     key = '"' + audience.key.replace('"', '""') + '"'
     sql = (
         f"WITH m AS MATERIALIZED ({inner}), s AS (SELECT profile_id FROM m WHERE {key} "
@@ -108,7 +121,9 @@ def preview(
     size, total, found = _run(lake_dir, workspace_id, sql, timeout)[0]
     sampled = [(r["id"], orjson.loads(r["traits"]) if r["traits"] else {}) for r in found or []]
     return {
-        "size": size,
-        "profiles": total,
+        "size": size * k,
+        "profiles": total * k,
+        "estimated": k > 1,
+        "sampled": 1 / k,
         "sample": [{"profile_id": pid, "traits": traits} for pid, traits in sampled],
     }

@@ -179,6 +179,11 @@ class _Query:
     behaviours: dict[tuple, str] = field(default_factory=dict)  # (selector, window, where)
     computed: dict[str, str] = field(default_factory=dict)  # key -> JSON expression
     future: bool = False  # the scan reads events after now too (for the due time)
+    sample: int = 1  # evaluate one profile in this many (previews of big workspaces)
+
+    @property
+    def sampled(self) -> str:
+        return f" AND hash(profile_id) % {self.sample} = 0" if self.sample > 1 else ""
 
 
 def _value_json(trait: ComputedTrait, q: _Query) -> str:
@@ -226,7 +231,7 @@ def _value_json(trait: ComputedTrait, q: _Query) -> str:
         q.extra.append((name, (
             f"SELECT profile_id, first(val ORDER BY n DESC, val ASC) AS v FROM ("
             f"SELECT profile_id, CAST({v} AS VARCHAR) AS val, count(*) AS n FROM events "
-            f"WHERE profile_id IS NOT NULL AND {ts_before(q.now + 1)} AND {present} "
+            f"WHERE profile_id IS NOT NULL{q.sampled} AND {ts_before(q.now + 1)} AND {present} "
             f"GROUP BY ALL) GROUP BY profile_id"
         )))  # fmt: skip
         return f"CAST({name}.v AS JSON)"
@@ -278,7 +283,7 @@ def _assemble(q: _Query, columns: list[str]) -> str:
             low += f" AND {ts_at_or_after(q.now - max(b.window.ms for b in bounds) + 1)}"
         ctes.append(
             f"ev AS (SELECT profile_id, {', '.join(q.aggregates)} FROM events "
-            f"WHERE profile_id IS NOT NULL{low} AND ({scan}) GROUP BY profile_id)"
+            f"WHERE profile_id IS NOT NULL{q.sampled}{low} AND ({scan}) GROUP BY profile_id)"
         )
         joins.append("LEFT JOIN ev ON ev.profile_id = p.profile_id")
     if q.accounts:
@@ -293,14 +298,15 @@ def _assemble(q: _Query, columns: list[str]) -> str:
     with_clause = ("WITH " + ", ".join(ctes) + " ") if ctes else ""
     return (
         f"{with_clause}SELECT p.profile_id, {', '.join(columns)} FROM profiles p "
-        f"{' '.join(joins)} WHERE p.kind = 'user'"
+        f"{' '.join(joins)} WHERE p.kind = 'user'{q.sampled.replace('profile_id', 'p.profile_id')}"
     )
 
 
-def audiences_sql(defs: Definitions, keys: list[str], now: int) -> str:
+def audiences_sql(defs: Definitions, keys: list[str], now: int, sample: int = 1) -> str:
     """One row per person: ``profile_id`` and a boolean column per audience key (named
-    as the key), at ``now`` (ms)."""
-    q = _Query(now)
+    as the key), at ``now`` (ms); with ``sample`` k, only the profiles whose id hashes to 0
+    modulo k."""
+    q = _Query(now, sample=sample)
     columns = [f"{_node_sql(defs.audiences[k].tree, defs, q)} AS {_ident(k)}" for k in keys]
     return _assemble(q, columns)
 
