@@ -280,11 +280,7 @@ def compile_definitions(traits_doc: Any, audiences_doc: Any) -> Definitions:
         audience = compile_audience(doc, f"audiences[{i}]", seen)
         defs.audiences[audience.key] = audience
     for i, audience in enumerate(defs.audiences.values()):
-        names, computed = references(audience.tree)
-        for name in sorted(names - set(defs.audiences)):
-            raise _fail(f"audiences[{i}].definition", f"no audience {name!r}")
-        for trait in sorted(computed - set(defs.traits)):
-            raise _fail(f"audiences[{i}].definition", f"no computed trait {trait!r}")
+        check_references(defs, audience.tree, f"audiences[{i}].definition")
     _check_cycles(defs)
     for key, trait in defs.traits.items():
         defs.fingerprints[f"trait:{key}"] = _hash(repr(trait))
@@ -294,6 +290,15 @@ def compile_definitions(traits_doc: Any, audiences_doc: Any) -> Definitions:
         meaning += [repr(defs.traits[t]) for t in traits]
         defs.fingerprints[f"audience:{key}"] = _hash("\n".join(meaning))
     return defs
+
+
+def check_references(defs: Definitions, tree: Any, at: str) -> None:
+    """Every audience and computed trait ``tree`` names is defined."""
+    names, computed = references(tree)
+    for name in sorted(names - set(defs.audiences)):
+        raise _fail(at, f"no audience {name!r}")
+    for trait in sorted(computed - set(defs.traits)):
+        raise _fail(at, f"no computed trait {trait!r}")
 
 
 def _hash(text: str) -> str:

@@ -17,7 +17,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +34,7 @@ from plait.audiences.evaluate import (
     match_keys,
     matches,
 )
-from plait.audiences.language import Performed, walk
+from plait.audiences.language import Selector
 from plait.govern.stage import append_to_log
 from plait.ids import new_id
 from plait.store.bulk import chunks, insert_rows, mark, select_in
@@ -73,6 +73,9 @@ class DefinitionsCache:
         return defs
 
 
+DEFINITIONS = DefinitionsCache()  # the process's one cache (the stage's and the scheduler's)
+
+
 def read_documents(conn: sa.Connection, workspace_id: str) -> dict[str, str]:
     query = sa.select(workspace_settings.c.key, workspace_settings.c.value).where(
         workspace_settings.c.workspace_id == workspace_id,
@@ -87,14 +90,6 @@ def read_documents(conn: sa.Connection, workspace_id: str) -> dict[str, str]:
 def _marks(values: list) -> str:
     """``?, ?, ...``: select_in's fixed parameters, one per value."""
     return ", ".join(["?"] * len(values))
-
-
-def _needs(defs: Definitions) -> list[Performed]:
-    """The behaviours whose events evaluation reads."""
-    behaviours = [t.behaviour for t in defs.event_traits.values()]
-    for audience in defs.audiences.values():
-        behaviours += [n for n in walk(audience.tree) if isinstance(n, Performed)]
-    return behaviours
 
 
 def load_states(
@@ -138,7 +133,7 @@ def load_states(
             tuple(wanted),
         ):
             states[pid].traits[key] = orjson.loads(value)
-    behaviours = _needs(defs)
+    keys = compiled.keys
     if compiled.account_keys:
         wanted = sorted(compiled.account_keys)
         members = select_in(
@@ -156,13 +151,12 @@ def load_states(
                 traits[key] = orjson.loads(value)
         for (pid, _), traits in by_account.items():
             states[pid].accounts.append(traits)
-    if behaviours and history:
-        # Payloads only for the events a condition or a property reads: most behaviours
+    if keys and history:
+        # Payloads only for the events a condition or a property reads: most match lists
         # count events by type, name and time alone.
-        reading = [b for b in behaviours if b.where is not None]
-        reading += [t.behaviour for t in defs.event_traits.values() if t.path is not None]
+        reading = [selector for selector, where, path in keys if where or path]
         needs, needs_params = _events_filter(reading) if reading else ("1 = 0", ())
-        where, params = _events_filter(behaviours)
+        where, params = _events_filter([selector for selector, _, _ in keys])
         rows = select_in(
             conn,
             "SELECT mp.profile_id, mp.timestamp, mp.log_offset, mp.type, mp.event, "
@@ -256,10 +250,10 @@ def drop_cache(conn: sa.Connection, workspace_id: str, profile_ids: Iterable[str
         ))  # fmt: skip
 
 
-def _events_filter(behaviours: list[Performed]) -> tuple[str, tuple]:
-    """SQL keeping the events some behaviour may count (by type and name); the parameters
-    are ``?`` placeholders, before the profile ids."""
-    selectors = {(b.selector.type, b.selector.name) for b in behaviours}
+def _events_filter(selectors: list[Selector]) -> tuple[str, tuple]:
+    """SQL keeping the events of some selector (by type and name); the parameters are
+    ``?`` placeholders, before the profile ids."""
+    selectors = {(s.type, s.name) for s in selectors}
     if (None, None) in selectors:
         return "1 = 1", ()
     types = sorted({kind for kind, name in selectors if name is None and kind is not None})
@@ -293,7 +287,6 @@ class Changes:
     exited: int = 0
     traits: int = 0
     emitted: int = 0
-    by_audience: dict[str, list[int]] = field(default_factory=dict)  # key -> [in, out]
 
 
 def evaluate(
@@ -306,8 +299,12 @@ def evaluate(
     states = load_states(conn, workspace_id, defs, profile_ids, now, arrived, dirty)
     if not states:
         return {}
-    sql_traits = [k for k, t in defs.traits.items() if t.kind == "sql"]
-    stored = _stored_values(conn, workspace_id, list(states), sql_traits) if sql_traits else {}
+    sql_traits = {k for k, t in defs.traits.items() if t.kind == "sql"}
+    stored: dict[str, dict[str, Any]] = {}
+    if sql_traits:  # read, not computed, in real time: the last scheduled run's values
+        for (key, pid), value in stored_values(conn, workspace_id, list(states)).items():
+            if key in sql_traits:
+                stored.setdefault(pid, {})[key] = orjson.loads(value)
     evaluator = Evaluator(defs, now)
     results = {}
     for pid, state in states.items():
@@ -320,20 +317,18 @@ def evaluate(
     return results
 
 
-def _stored_values(
-    conn: sa.Connection, workspace_id: str, ids: list[str], keys: list[str]
-) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for key, pid, value in select_in(
-        conn,
-        "SELECT trait_key, profile_id, value FROM computed_values "
-        "WHERE workspace_id = ? AND profile_id IN ({keys})",
-        ids,
-        (workspace_id,),
-    ):
-        if key in keys:
-            out.setdefault(pid, {})[key] = orjson.loads(value)
-    return out
+def stored_values(conn: sa.Connection, workspace_id: str, ids: list[str]) -> dict:
+    """The profiles' computed values as stored: (trait key, profile id) -> JSON text."""
+    return {
+        (key, pid): value
+        for key, pid, value in select_in(
+            conn,
+            "SELECT trait_key, profile_id, value FROM computed_values "
+            "WHERE workspace_id = ? AND profile_id IN ({keys})",
+            ids,
+            (workspace_id,),
+        )
+    }
 
 
 def apply(
@@ -343,7 +338,6 @@ def apply(
     results: dict[str, Result],
     now: int,
     reason: str,
-    schedule: bool = True,
 ) -> Changes:
     """Store what changed for the profiles in ``results`` and emit it. A trait key absent
     from a result's ``traits`` is left as it is (SQL traits in a real-time evaluation)."""
@@ -361,16 +355,7 @@ def apply(
             (workspace_id,),
         )
     }
-    values = {
-        (key, pid): value
-        for key, pid, value in select_in(
-            conn,
-            "SELECT trait_key, profile_id, value FROM computed_values "
-            "WHERE workspace_id = ? AND profile_id IN ({keys})",
-            ids,
-            (workspace_id,),
-        )
-    }
+    values = stored_values(conn, workspace_id, ids)
     entered, exited, history, emits = [], [], [], []
     set_values, unset_values = [], []
     for pid, result in results.items():
@@ -381,8 +366,6 @@ def apply(
             (entered if inside else exited).append((key, pid))
             history.append((workspace_id, key, pid, "entered" if inside else "exited", now,
                             reason))  # fmt: skip
-            counts = changes.by_audience.setdefault(key, [0, 0])
-            counts[0 if inside else 1] += 1
             emits.append(("audience", key, pid, inside))
         for key, value in result.traits.items():
             old = values.get((key, pid))
@@ -399,30 +382,27 @@ def apply(
         insert_rows(conn, audience_members,
                     ("workspace_id", "audience_key", "profile_id", "entered_at"),
                     [(workspace_id, key, pid, now) for key, pid in entered])  # fmt: skip
-    _delete_pairs(conn, audience_members, "audience_key", workspace_id, exited)
+    _delete_rows(conn, audience_members, ("workspace_id", "audience_key", "profile_id"),
+                 [(workspace_id, key, pid) for key, pid in exited])  # fmt: skip
     insert_rows(conn, audience_history,
                 ("workspace_id", "audience_key", "profile_id", "change", "at", "reason"),
                 history)  # fmt: skip
     upsert(conn, computed_values, set_values, ["workspace_id", "trait_key", "profile_id"])
-    _delete_pairs(conn, computed_values, "trait_key", workspace_id, unset_values)
-    if schedule:
-        _schedule(conn, workspace_id, results)
+    _delete_rows(conn, computed_values, ("workspace_id", "trait_key", "profile_id"),
+                 [(workspace_id, key, pid) for key, pid in unset_values])  # fmt: skip
+    _schedule(conn, workspace_id, results)
     changes.entered, changes.exited = len(entered), len(exited)
     changes.traits = len(set_values) + len(unset_values)
     changes.emitted = _emit(conn, workspace_id, defs, emits, now)
     return changes
 
 
-def _delete_pairs(
-    conn: sa.Connection, table: sa.Table, key_column: str, workspace_id: str, pairs: list
-) -> None:
-    if pairs:
+def _delete_rows(conn: sa.Connection, table: sa.Table, columns: tuple, rows: list) -> None:
+    """``DELETE FROM table WHERE columns = row`` for each row (tuples in column order)."""
+    if rows:
         p = mark(conn.dialect)
-        conn.exec_driver_sql(
-            f"DELETE FROM {table.name} WHERE workspace_id = {p} AND {key_column} = {p} "
-            f"AND profile_id = {p}",
-            [(workspace_id, key, pid) for key, pid in pairs],
-        )
+        where = " AND ".join(f"{c} = {p}" for c in columns)
+        conn.exec_driver_sql(f"DELETE FROM {table.name} WHERE {where}", rows)
 
 
 def _schedule(conn: sa.Connection, workspace_id: str, results: dict[str, Result]) -> None:
@@ -432,13 +412,8 @@ def _schedule(conn: sa.Connection, workspace_id: str, results: dict[str, Result]
         if r.due is not None
     ]
     upsert(conn, audience_schedule, due, ["workspace_id", "profile_id"])
-    none = [pid for pid, r in results.items() if r.due is None]
-    if none:
-        p = mark(conn.dialect)
-        conn.exec_driver_sql(
-            f"DELETE FROM audience_schedule WHERE workspace_id = {p} AND profile_id = {p}",
-            [(workspace_id, pid) for pid in none],
-        )
+    _delete_rows(conn, audience_schedule, ("workspace_id", "profile_id"),
+                 [(workspace_id, pid) for pid, r in results.items() if r.due is None])  # fmt: skip
 
 
 def forget(conn: sa.Connection, workspace_id: str, profile_ids: list[str], now: int,

@@ -15,10 +15,11 @@ from plait.audiences import batch
 from plait.audiences.definitions import (
     SECTIONS,
     Definitions,
+    check_references,
     compile_audience,
     compile_definitions,
 )
-from plait.audiences.language import references, to_text
+from plait.audiences.language import to_text
 from plait.lake import export_events, export_profiles
 from plait.lake.writer import snapshot_age_ms
 from plait.store import Store
@@ -191,11 +192,7 @@ def preview(
                                     "audience", set())  # fmt: skip
     except Invalid as exc:
         raise Invalid("definition", exc.message) from None
-    names, computed = references(audience.tree)
-    for name in sorted(names - set(defs.audiences)):
-        raise Invalid("definition", f"no audience {name!r}")
-    for trait in sorted(computed - set(defs.traits)):
-        raise Invalid("definition", f"no computed trait {trait!r}")
+    check_references(defs, audience.tree, "definition")
     started = time.perf_counter()
     fresh_lake(store, workspace_id, Path(lake_dir), snapshot_seconds)
     result = batch.preview(lake_dir, workspace_id, defs, audience, now or now_ms(), sample)

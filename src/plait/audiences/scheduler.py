@@ -50,7 +50,6 @@ logger = logging.getLogger("plait.audiences")
 CHUNK = 5000  # profiles applied per transaction
 EXPIRE_LIMIT = 5000  # due profiles evaluated per tick and workspace
 RECONCILED = "reconciled"  # audience_state key: when the last reconciliation ran
-DEFINITIONS = engine.DefinitionsCache()
 
 
 @dataclass
@@ -86,7 +85,7 @@ def workspaces_with_definitions(store: Store) -> list[str]:
 
 def definitions(store: Store, workspace_id: str) -> Definitions:
     with store.engine.connect() as conn:
-        return DEFINITIONS.get(conn, workspace_id)
+        return engine.DEFINITIONS.get(conn, workspace_id)
 
 
 # Expiry -----------------------------------------------------------------------------------
@@ -100,7 +99,7 @@ def expire(store: Store, workspace_id: str, now: int | None = None,
     with store.write(derived=True) as conn:
         if not workspace_lock(conn, workspace_id, wait=False):
             return report
-        defs = DEFINITIONS.get(conn, workspace_id)
+        defs = engine.DEFINITIONS.get(conn, workspace_id)
         due = list(conn.scalars(
             sa.select(audience_schedule.c.profile_id)
             .where(audience_schedule.c.workspace_id == workspace_id,

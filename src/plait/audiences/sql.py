@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from plait.audiences.definitions import ComputedTrait, Definitions
 from plait.audiences.evaluate import DAY_MS, TIME_PATTERN, Compiled
 from plait.audiences.language import (
@@ -47,8 +49,6 @@ def literal(value: Any) -> str:
 
 
 def json_literal(value: Any) -> str:
-    import orjson
-
     return f"CAST({literal(orjson.dumps(value).decode())} AS JSON)"
 
 

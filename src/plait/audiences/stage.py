@@ -16,8 +16,6 @@ from plait.profiles.stage import event_name, identify_traits
 from plait.store.bulk import select_in
 from plait.store.db import now_ms
 
-DEFINITIONS = engine.DefinitionsCache()
-
 
 def reads_accounts(defs) -> bool:
     if "reads_accounts" not in defs.cache:
@@ -29,7 +27,7 @@ def reads_accounts(defs) -> bool:
 
 def update_audiences(batch: Batch) -> None:
     conn = batch.conn
-    defs = DEFINITIONS.get(conn, batch.workspace_id)
+    defs = engine.DEFINITIONS.get(conn, batch.workspace_id)
     if defs.empty:
         return
     now = batch.context.get("now_ms") or now_ms()
