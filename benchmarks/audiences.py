@@ -82,10 +82,12 @@ from plait.lake.query import MEMORY_LIMIT, connect
 from plait.lake.writer import (
     CHUNK,
     EVENT_SCHEMA,
+    SNAPSHOT_ROW_GROUP,
     SNAPSHOT_SCHEMAS,
     current_snapshot,
     events_dir,
     profiles_dir,
+    write_snapshot_file,
 )
 
 TARGET_RATIO = 1.5
@@ -248,6 +250,7 @@ def lake_params(args) -> dict:
         "seed": args.seed,
         "now": NOW.isoformat(),
         "part_rows": CHUNK,
+        "snapshot_row_group": SNAPSHOT_ROW_GROUP,
         "workspace_id": WS,
     }
 
@@ -648,7 +651,7 @@ def generate_lake(lake_dir: Path, params: dict) -> dict:
     snapshot.mkdir(parents=True)
     tables = snapshot_tables(people)
     for name, table in tables.items():
-        pq.write_table(table, snapshot / f"{name}.parquet", compression="zstd")
+        write_snapshot_file(table, snapshot / f"{name}.parquet")
     t1 = time.perf_counter()
     print(
         f"    profiles: {people.n:,} people, {len(people.merged_people):,} merged-away "

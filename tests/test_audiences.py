@@ -301,3 +301,35 @@ def test_a_privacy_deletion_removes_the_persons_memberships_history_and_values(w
         assert yan in set(conn.scalars(sa.select(computed_values.c.profile_id)))
     assert world.members("frequent_buyers") == {yan}
     assert not [m for m in world.emitted() if m.get("userId") == "zoe"]  # their log rows too
+
+
+def test_a_preview_samples_members_with_their_traits_and_estimates_big_lakes(world, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from plait.lake import writer
+
+    people = [f"u{i:03d}" for i in range(60)]
+    world.feed([{"type": "identify", "userId": u, "traits": {"n": i}, "timestamp": at(3)}
+                for i, u in enumerate(people)]
+               + [order(u, 1, 10 * i) for i, u in enumerate(people)])  # fmt: skip
+    world.define()
+    monkeypatch.setattr(writer, "SNAPSHOT_ROW_GROUP", 16)
+    manage.fresh_lake(world.store, world.ws, world.lake_dir, 0)
+    # the snapshot is sorted by profile in small row groups (a sample's lookup reads few)
+    path = writer.current_snapshot(world.lake_dir, world.ws) / "profiles.parquet"
+    ids = pq.read_table(path, columns=["profile_id"]).column(0).to_pylist()
+    assert len(ids) == 60 and ids == sorted(ids)
+    assert pq.ParquetFile(path).num_row_groups == 4
+    defs = scheduler.definitions(world.store, world.ws)
+    rich = defs.audiences["big_spenders"]  # lifetime revenue >= 500: i >= 50, 10 people
+    exact = batch.preview(world.lake_dir, world.ws, defs, rich, NOW, sample=4)
+    assert (exact["size"], exact["profiles"], exact["estimated"]) == (10, 60, False)
+    assert len(exact["sample"]) == 4
+    for member in exact["sample"]:  # each with the traits of its profile
+        n = member["traits"]["n"]
+        assert n >= 50 and member["profile_id"] == world.profile(f"user_id:{people[n]}")
+    # a lake past exact_events is evaluated on a hash sample of profiles: an estimate
+    estimate = batch.preview(world.lake_dir, world.ws, defs, rich, NOW, exact_events=40)
+    assert estimate["estimated"] and estimate["sampled"] == 1 / 3
+    assert estimate["size"] % 3 == 0 and estimate["profiles"] % 3 == 0
+    assert 0 < estimate["profiles"] <= 3 * 60

@@ -59,8 +59,10 @@ def test_definitions_preview_and_real_time_entry_over_http(plait_server):
                    json={"name": "Frequent buyers", "definition": FREQUENT})  # fmt: skip
     assert put.status_code == 200, put.text
     # a definition outside the language is refused with where it is wrong
-    bad = http.put("/api/v1/audiences/broken",
-                   json={"definition": 'performed "Order Completed"\n  at leest 2 times'})
+    bad = http.put(
+        "/api/v1/audiences/broken",
+        json={"definition": 'performed "Order Completed"\n  at leest 2 times'},
+    )
     assert bad.status_code == 400
     assert bad.json()["error"]["field"] == "audiences[1].definition"
     assert "line 2, column 6" in bad.json()["error"]["message"]
@@ -105,11 +107,16 @@ def test_definitions_preview_and_real_time_entry_over_http(plait_server):
     assert preview["took_ms"] > 0
     preview = http.post("/api/v1/audiences/preview", json={"definition": FREQUENT}).json()
     assert preview["size"] == 1 and preview["sample"][0]["profile_id"] == ann
-    json_form = {"performed": {"type": "track", "name": "Order Completed",
-                               "where": {"field": "properties.revenue", "op": "<", "value": 10}}}
+    json_form = {
+        "performed": {
+            "type": "track",
+            "name": "Order Completed",
+            "where": {"field": "properties.revenue", "op": "<", "value": 10},
+        }
+    }
     preview = http.post("/api/v1/audiences/preview", json={"definition": json_form}).json()
     assert preview["size"] == 1 and preview["sample"][0]["profile_id"] != ann
-    refused = http.post("/api/v1/audiences/preview", json={"definition": "audience \"nope\""})
+    refused = http.post("/api/v1/audiences/preview", json={"definition": 'audience "nope"'})
     assert refused.status_code == 400 and refused.json()["error"]["field"] == "definition"
 
     # a new audience is backfilled by the server's scheduler over the lake

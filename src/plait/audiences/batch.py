@@ -5,6 +5,7 @@ reconciliations."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pyarrow.parquet as pq
 
 from plait.audiences.definitions import Audience, Definitions
 from plait.audiences.evaluate import plain_value
-from plait.audiences.sql import audiences_sql, traits_sql
+from plait.audiences.sql import audiences_sql, literal, traits_sql
 from plait.lake.query import LakeQueryError, connect
 from plait.lake.writer import event_files, lake_lock
 
@@ -23,32 +24,43 @@ TIMEOUT_SECONDS = 600.0
 PREVIEW_EXACT_EVENTS = 2_000_000  # previews of bigger lakes evaluate a sample of profiles
 
 
+_ROWS: dict[Path, tuple[tuple[int, int], int]] = {}  # file -> ((size, mtime), rows)
+
+
 def lake_event_count(lake_dir: Path, workspace_id: str) -> int:
-    """The workspace's events in the lake, from the files' footers."""
-    return sum(pq.ParquetFile(path).metadata.num_rows
-               for path, _, _ in event_files(lake_dir, workspace_id))  # fmt: skip
+    """The workspace's events in the lake, from the files' footers (each file's count kept
+    while its size and time stay the same: a preview should not reopen every file)."""
+    total = 0
+    for path, _, _ in event_files(lake_dir, workspace_id):
+        stat = path.stat()
+        seen = _ROWS.get(path)
+        if seen is None or seen[0] != (stat.st_size, stat.st_mtime_ns):
+            seen = _ROWS[path] = ((stat.st_size, stat.st_mtime_ns),
+                                  pq.ParquetFile(path).metadata.num_rows)  # fmt: skip
+        total += seen[1]
+    return total
 
 
 def _run(lake_dir: Path, workspace_id: str, sql: str, timeout: float) -> list[tuple]:
+    return _session(lake_dir, workspace_id, timeout, lambda con: con.execute(sql).fetchall())
+
+
+def _session(lake_dir: Path, workspace_id: str, timeout: float, work: Callable) -> Any:
+    """``work(connection)`` in the workspace's confined connection, holding the lake lock
+    shared, interrupted after ``timeout`` seconds."""
     with lake_lock(Path(lake_dir), workspace_id, shared=True):
-        return _fetch(Path(lake_dir), workspace_id, sql, timeout)
-
-
-def _fetch(lake_dir: Path, workspace_id: str, sql: str, timeout: float) -> list[tuple]:
-    con = connect(lake_dir, workspace_id)
-    timer = threading.Timer(timeout, con.interrupt)
-    timer.start()
-    try:
-        rows = con.execute(sql).fetchall()
-    except duckdb.InterruptException:
-        error = f"the evaluation took longer than {timeout:g} s"
-    except duckdb.Error as exc:
-        error = str(exc).strip()
-    else:
-        return rows
-    finally:
-        timer.cancel()
-        con.close()
+        con = connect(Path(lake_dir), workspace_id)
+        timer = threading.Timer(timeout, con.interrupt)
+        timer.start()
+        try:
+            return work(con)
+        except duckdb.InterruptException:
+            error = f"the evaluation took longer than {timeout:g} s"
+        except duckdb.Error as exc:
+            error = str(exc).strip()
+        finally:
+            timer.cancel()
+            con.close()
     raise LakeQueryError(error)
 
 
@@ -112,14 +124,24 @@ def preview(
     inner = audiences_sql(defs, [audience.key], now, sample=k)
     key = '"' + audience.key.replace('"', '""') + '"'
     sql = (
-        f"WITH m AS MATERIALIZED ({inner}), s AS (SELECT profile_id FROM m WHERE {key} "
-        f"ORDER BY hash(profile_id) LIMIT {int(sample)}) "
-        f"SELECT (SELECT count(*) FROM m WHERE {key}), (SELECT count(*) FROM m), "
-        f"(SELECT list(struct_pack(id := s.profile_id, traits := p.traits_json) "
-        f"ORDER BY hash(s.profile_id)) FROM s JOIN profiles p USING (profile_id))"
+        f"WITH m AS MATERIALIZED ({inner}) SELECT (SELECT count(*) FROM m WHERE {key}), "
+        f"(SELECT count(*) FROM m), (SELECT list(profile_id ORDER BY hash(profile_id)) FROM "
+        f"(SELECT profile_id FROM m WHERE {key} ORDER BY hash(profile_id) LIMIT {int(sample)}))"
     )
-    size, total, found = _run(lake_dir, workspace_id, sql, timeout)[0]
-    sampled = [(r["id"], orjson.loads(r["traits"]) if r["traits"] else {}) for r in found or []]
+
+    def evaluate(con: duckdb.DuckDBPyConnection) -> tuple[int, int, list[tuple]]:
+        size, total, ids = con.execute(sql).fetchone()
+        ids = ids or []
+        # The sample's traits by id, a query of their own: the snapshot's row groups are
+        # sorted by profile, so only the groups whose range holds one are read.
+        traits = dict(con.execute(
+            "SELECT profile_id, traits_json FROM profiles WHERE profile_id IN "
+            f"({', '.join(map(literal, ids))})"
+        ).fetchall()) if ids else {}  # fmt: skip
+        return size, total, [(pid, traits.get(pid)) for pid in ids]
+
+    size, total, found = _session(lake_dir, workspace_id, timeout, evaluate)
+    sampled = [(pid, orjson.loads(text) if text else {}) for pid, text in found]
     return {
         "size": size * k,
         "profiles": total * k,
