@@ -333,3 +333,95 @@ def test_a_preview_samples_members_with_their_traits_and_estimates_big_lakes(wor
     assert estimate["estimated"] and estimate["sampled"] == 1 / 3
     assert estimate["size"] % 3 == 0 and estimate["profiles"] % 3 == 0
     assert 0 < estimate["profiles"] <= 3 * 60
+
+
+def test_the_audience_step_evaluates_outside_the_write_lock(world, monkeypatch):
+    """After a batch commits, its profiles are evaluated outside the pipeline's write
+    transaction: on SQLite another writer (ingestion) can take the database's one write
+    lock meanwhile, on PostgreSQL another worker the workspace's lock."""
+    import sqlite3
+
+    from plait.audiences import stage
+    from plait.store.locks import workspace_lock
+
+    world.define()
+    took = []
+    evaluate_batch = stage.evaluate_batch
+
+    def while_evaluating(conn, batch, defs, now):
+        if world.store.kind == "sqlite":
+            other = sqlite3.connect(world.store.url.database, timeout=0.1, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")  # "database is locked" if the step held it
+                other.execute("ROLLBACK")
+                took.append(True)
+            finally:
+                other.close()
+        else:
+            with world.store.engine.begin() as other:
+                took.append(workspace_lock(other, world.ws, wait=False))
+        return evaluate_batch(conn, batch, defs, now)
+
+    monkeypatch.setattr(stage, "evaluate_batch", while_evaluating)
+    world.feed([order("ann", 2, 60), order("ann", 1, 70)])
+    assert took and all(took) and world.members("frequent_buyers") == {world.profile("user_id:ann")}
+
+
+def test_a_crash_between_the_batch_and_the_audience_step_is_recovered(world, monkeypatch):
+    """The pipeline committed batches whose audience step never ran (the process died):
+    the next batch finds the step's checkpoint behind and evaluates the whole range from
+    the profiles' histories, merges included."""
+    from plait.audiences import stage
+
+    world.define()
+    world.feed([order("dan", 4, 60)])
+    monkeypatch.setattr(stage, "follow", lambda *args: None)  # the process dies first
+    world.feed([{"type": "track", "anonymousId": "dev-1", "event": "Order Completed",
+                 "properties": {"revenue": 90}, "timestamp": at(3)},
+                order("dan", 3, 70),
+                {"type": "identify", "userId": "cat", "traits": {"country": "FR"},
+                 "timestamp": at(2)}])  # fmt: skip
+    dan, anon = world.profile("user_id:dan"), world.profile("anonymous_id:dev-1")
+    assert world.members("frequent_buyers") == set() and world.members("french") == set()
+    world.feed(
+        [{"type": "identify", "userId": "dan", "anonymousId": "dev-1", "timestamp": at(1)}]
+    )  # the merge: still no audience step
+    monkeypatch.undo()
+    with world.store.engine.connect() as conn:
+        behind = stage.checkpoint(conn, world.ws)
+    world.feed([order("eve", 1, 10)])  # the next batch: the range is recovered
+    survivor = world.profile("user_id:dan")
+    assert survivor in (dan, anon)
+    assert world.members("frequent_buyers") == {survivor}
+    assert world.members("french") == {world.profile("user_id:cat")}
+    assert world.profile_audiences(survivor)["computed_traits"]["orders_30d"] == 3
+    gone = ({dan, anon} - {survivor}).pop()
+    assert world.profile_audiences(gone) == {"audiences": [], "computed_traits": {}}
+    with world.store.engine.connect() as conn:
+        assert stage.checkpoint(conn, world.ws) > behind
+    # the state is what the batch path finds over the lake
+    report = scheduler.reconcile(world.store, world.ws, world.lake_dir, NOW)
+    assert (report.entered, report.exited) == (0, 0)
+
+
+def test_an_audience_evaluation_that_fails_is_passed_over_and_reconciled(world, monkeypatch):
+    from plait.audiences import stage
+    from plait.observability import AUDIENCE_PASSED_OVER
+
+    world.define()
+    before = AUDIENCE_PASSED_OVER._value.get()
+
+    def broken(*args):
+        raise ValueError("a bug in an evaluation")
+
+    monkeypatch.setattr(stage, "evaluate_batch", broken)
+    monkeypatch.setattr(stage, "recover", broken)
+    world.feed([order("ann", 2, 60), order("ann", 1, 70)])  # the pipeline goes on
+    ann = world.profile("user_id:ann")
+    assert ann is not None and world.members("frequent_buyers") == set()
+    assert AUDIENCE_PASSED_OVER._value.get() > before
+    monkeypatch.undo()
+    world.feed([order("bob", 1, 5)])  # the next batch is evaluated as usual
+    assert world.profile_audiences(world.profile("user_id:bob"))["computed_traits"]
+    scheduler.reconcile(world.store, world.ws, world.lake_dir, NOW)  # sets ann right
+    assert world.members("frequent_buyers") == {ann}

@@ -51,6 +51,11 @@ GOVERNED_MESSAGES = Counter(
     "tracking plan) or rejected at ingestion (suppressed)",
     ["outcome"],
 )
+AUDIENCE_PASSED_OVER = Counter(
+    "plait_audience_passed_over_total",
+    "Log offsets whose audience evaluation failed and was passed over (the next "
+    "reconciliation over the lake sets their profiles right)",
+)
 PIPELINE_MERGES = Counter("plait_profile_merges_total", "Profiles merged into another")
 PIPELINE_BATCH_SECONDS = Histogram(
     "plait_pipeline_batch_seconds",

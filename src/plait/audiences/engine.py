@@ -95,12 +95,14 @@ def _marks(values: list) -> str:
 def load_states(
     conn: sa.Connection, workspace_id: str, defs: Definitions, profile_ids: Iterable[str],
     now: int, arrived: dict[str, list[Event]] | None = None, dirty: set[str] | None = None,
+    uncached: set[str] = frozenset(),
 ) -> dict[str, ProfileState]:  # fmt: skip
     """The persons among ``profile_ids`` (not accounts, not merged away), with what the
     definitions read: traits, accounts' traits, and each profile's matches: its cached
-    ones plus the events that ``arrived`` since, or else made from its whole history.
-    With ``dirty`` (the profiles whose read traits or accounts changed), a profile whose
-    arrived events match nothing is left out: nothing it is evaluated on changed."""
+    ones plus the events that ``arrived`` since, or else (and for those ``uncached``: a
+    merge's survivors) made from its whole history. With ``dirty`` (the profiles whose
+    read traits or accounts changed), a profile whose arrived events match nothing is
+    left out: nothing it is evaluated on changed."""
     ids = sorted(set(profile_ids))
     if not ids:
         return {}
@@ -115,7 +117,7 @@ def load_states(
     }
     if not states:
         return states
-    history = _from_cache(conn, workspace_id, defs, states, now, arrived or {})
+    history = _from_cache(conn, workspace_id, defs, states, now, arrived or {}, uncached)
     if dirty is not None:
         states = {pid: st for pid, st in states.items()
                   if pid in dirty or not st.cache.get("unchanged")}  # fmt: skip
@@ -187,6 +189,7 @@ def _cache_ids(defs: Definitions) -> dict[str, MatchKey]:
 def _from_cache(
     conn: sa.Connection, workspace_id: str, defs: Definitions,
     states: dict[str, ProfileState], now: int, arrived: dict[str, list[Event]],
+    uncached: set[str],
 ) -> list[str]:  # fmt: skip
     """Fill the states' matches from the cache, adding the events that arrived after what
     it holds; returns the profiles with no usable cache (their history is read)."""
@@ -201,7 +204,7 @@ def _from_cache(
     ))  # fmt: skip
     history = []
     for pid, state in states.items():
-        cached = orjson.loads(found[pid]) if pid in found else None
+        cached = orjson.loads(found[pid]) if pid in found and pid not in uncached else None
         if cached is None or cached["fp"] != fp:
             history.append(pid)
             continue
@@ -293,12 +296,24 @@ def evaluate(
     conn: sa.Connection, workspace_id: str, defs: Definitions, profile_ids: Iterable[str],
     now: int, arrived: dict[str, list[Event]] | None = None, dirty: set[str] | None = None,
 ) -> dict[str, Result]:  # fmt: skip
-    """Evaluate profiles in memory (the real-time path); ``arrived``: each profile's
-    events of the batch being processed (they are in its history already); ``dirty``: see
-    ``load_states``."""
-    states = load_states(conn, workspace_id, defs, profile_ids, now, arrived, dirty)
+    """Evaluate profiles in memory (the real-time path) and keep their matches;
+    ``arrived``: each profile's events of the batch being processed (they are in its
+    history already); ``dirty``: see ``load_states``."""
+    states, results = evaluate_states(conn, workspace_id, defs, profile_ids, now, arrived,
+                                      dirty)  # fmt: skip
+    save_cache(conn, workspace_id, defs, states, now)
+    return results
+
+
+def evaluate_states(
+    conn: sa.Connection, workspace_id: str, defs: Definitions, profile_ids: Iterable[str],
+    now: int, arrived: dict[str, list[Event]] | None = None, dirty: set[str] | None = None,
+    uncached: set[str] = frozenset(),
+) -> tuple[dict[str, ProfileState], dict[str, Result]]:  # fmt: skip
+    """``evaluate`` reading only: the states (for ``save_cache``) and the results."""
+    states = load_states(conn, workspace_id, defs, profile_ids, now, arrived, dirty, uncached)
     if not states:
-        return {}
+        return {}, {}
     sql_traits = {k for k, t in defs.traits.items() if t.kind == "sql"}
     stored: dict[str, dict[str, Any]] = {}
     if sql_traits:  # read, not computed, in real time: the last scheduled run's values
@@ -313,8 +328,7 @@ def evaluate(
         results[pid] = Result(
             evaluator.audiences(state, given), computed, evaluator.next_change(state)
         )
-    save_cache(conn, workspace_id, defs, states, now)
-    return results
+    return states, results
 
 
 def stored_values(conn: sa.Connection, workspace_id: str, ids: list[str]) -> dict:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import orjson
 import sqlalchemy as sa
 
+from plait.audiences import stage as audience_stage
 from plait.audiences.scheduler import RECONCILED
 from plait.govern.config import GovernanceCache
 from plait.govern.consent_stage import update_consent
@@ -32,7 +33,7 @@ from plait.identity.stage import (
 from plait.lake.writer import consumer_name as lake_consumer
 from plait.log import backend_for
 from plait.log.processing import Batch, Item
-from plait.pipeline.runner import BATCH_SIZE, STAGES, Pipeline, consumer_name
+from plait.pipeline.runner import BATCH_SIZE, STAGES_WITH_AUDIENCES, Pipeline, consumer_name
 from plait.profiles.stage import update_profiles
 from plait.store import Store
 from plait.store.bulk import chunks
@@ -85,6 +86,10 @@ def reset(conn: sa.Connection, workspace_id: str) -> None:
     conn.execute(audience_state.delete().where(audience_state.c.workspace_id == workspace_id,
                                                audience_state.c.key == RECONCILED))  # fmt: skip
     conn.execute(audience_cache.delete().where(audience_cache.c.workspace_id == workspace_id))
+    # The audience step starts again where the rebuild leaves the pipeline.
+    conn.execute(checkpoints.delete().where(
+        checkpoints.c.consumer == audience_stage.consumer_name(workspace_id)
+    ))  # fmt: skip
 
 
 def rebuild(
@@ -132,6 +137,7 @@ def rebuild(
         stages=(parse, govern, normalize, known_profiles, update_profiles, update_consent),
         forward_violations=False,
         governance=governance,
+        audiences=False,  # reconciled over the lake afterwards
     )
     total = 0
     while (count := pipeline.run_batch(workspace_id)) > 0:
@@ -301,6 +307,6 @@ def _reprocess(
         context = {"rules": rules, "only_identifiers": own,
                    "governance": GovernanceCache().get(conn, workspace_id)}  # fmt: skip
         batch = Batch(workspace_id, items, conn, context)
-        for stage in STAGES:
+        for stage in STAGES_WITH_AUDIENCES:
             stage(batch)
     return items

@@ -15,7 +15,7 @@ from plait.govern.erase import workspace_write
 from plait.identity import graph_store
 from plait.log import backend_for
 from plait.log.processing import Batch, Item
-from plait.pipeline.runner import STAGES
+from plait.pipeline.runner import STAGES_WITH_AUDIENCES
 from plait.store import Store
 from plait.store.bulk import chunks
 from plait.store.schema import quarantine, unlinked_messages, violations
@@ -49,7 +49,7 @@ def replay_quarantine(
             "forward_violations": False,  # forwarded when they were first blocked
         }
         batch = Batch(workspace_id, items, conn, context)
-        for stage in STAGES:
+        for stage in STAGES_WITH_AUDIENCES:
             stage(batch)
         passed = len(batch.items)
     return ReplayResult(len(items), passed, len(items) - passed)

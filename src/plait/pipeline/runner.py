@@ -1,7 +1,9 @@
 """The pipeline: reads each workspace's log in offset order from a checkpoint and runs the
-stages (parse → govern → normalize → resolve → profile → consent → audiences) over batches
-of messages. Between rounds its loop runs the audiences' scheduler (windows that expire,
-backfills of new definitions over the lake) and, hourly, retention.
+stages (parse → govern → normalize → resolve → profile → consent) over batches of
+messages; after each batch commits, the audience step (plait.audiences.stage.follow)
+evaluates the profiles it touched outside the write transaction and applies what changed
+with a checkpoint of its own. Between rounds its loop runs the audiences' scheduler
+(windows that expire, backfills of new definitions over the lake) and, hourly, retention.
 
 A batch's effects and its checkpoint commit in one transaction, so a crash never applies
 a batch twice, and a message already processed (reprocessing an offset range) is skipped:
@@ -23,7 +25,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from plait.audiences import scheduler as audience_scheduler
-from plait.audiences.stage import update_audiences
+from plait.audiences import stage as audience_stage
 from plait.govern import retention
 from plait.govern.config import GovernanceCache
 from plait.govern.consent_stage import update_consent
@@ -42,8 +44,10 @@ logger = logging.getLogger("plait.pipeline")
 
 Stage = Callable[[Batch], None]
 STAGES: tuple[Stage, ...] = (
-    parse, govern, normalize, resolve, update_profiles, update_consent, update_audiences,
+    parse, govern, normalize, resolve, update_profiles, update_consent,
 )  # fmt: skip
+# Replays and unmerges run everything in their one transaction, the audience step too.
+STAGES_WITH_AUDIENCES: tuple[Stage, ...] = (*STAGES, audience_stage.update_audiences)
 RETENTION_INTERVAL_SECONDS = 3600
 BATCH_SIZE = 5000  # larger batches amortize the commit and the per-batch reads
 
@@ -64,8 +68,11 @@ class Pipeline:
         clock: Callable[[], int] = now_ms,
         audience_tick_seconds: float = 1.0,
         reconcile_seconds: float = 3600.0,
+        audiences: bool = True,
     ):
         self.store = store
+        # The audience step after each batch (a rebuild reconciles over the lake instead).
+        self.audiences = audiences
         # Audiences: the lake their backfills read (None: no scheduler), and "now".
         self.lake_dir = lake_dir
         self.clock = clock
@@ -97,10 +104,17 @@ class Pipeline:
             records = self.log.read(after, limit or self.batch_size, workspace_id, conn)
             if not records:
                 return 0
-            merges = self._process(conn, workspace_id, records)
-            self.log.save_checkpoint(consumer, records[-1].offset, conn)
+            batch = self._process(conn, workspace_id, records)
+            last = records[-1].offset
+            self.log.save_checkpoint(consumer, last, conn)
+            follow = self.audiences and audience_stage.prepare(
+                conn, self.log, workspace_id, after, last
+            )
+        if follow:
+            now = batch.context["now_ms"] if batch is not None else self.clock()
+            audience_stage.follow(self.store, workspace_id, batch, after, last, now)
         PIPELINE_MESSAGES.labels("processed").inc(len(records))
-        PIPELINE_MERGES.inc(merges)
+        PIPELINE_MERGES.inc(len(batch.context.get("merges", ())) if batch is not None else 0)
         PIPELINE_BATCH_SECONDS.observe(time.perf_counter() - started)
         return len(records)
 
@@ -115,7 +129,9 @@ class Pipeline:
                 consumer_name(workspace_id), conn
             )
 
-    def _process(self, conn: sa.Connection, workspace_id: str, records: list[LogRecord]) -> int:
+    def _process(
+        self, conn: sa.Connection, workspace_id: str, records: list[LogRecord]
+    ) -> Batch | None:
         done = set(
             conn.scalars(
                 sa.select(message_profiles.c.log_offset).where(
@@ -125,7 +141,7 @@ class Pipeline:
         )
         items = [Item(record) for record in records if record.offset not in done]
         if not items:
-            return 0
+            return None
         governance = self.governance.get(conn, workspace_id)
         context = {
             "rules": governance.rules,  # compiled again only when a document changes
@@ -136,7 +152,7 @@ class Pipeline:
         batch = Batch(workspace_id, items, conn, context)
         for stage in self.stages:
             stage(batch)
-        return len(batch.context.get("merges", ()))
+        return batch
 
     def _run_batch_isolating_failures(self, workspace_id: str) -> int:
         """A batch that fails is retried in halves down to the one message that fails:
