@@ -53,7 +53,7 @@ GOVERNED_MESSAGES = Counter(
 )
 AUDIENCE_PASSED_OVER = Counter(
     "plait_audience_passed_over_total",
-    "Log offsets whose audience evaluation failed and was passed over (the next "
+    "Audience steps (a batch's messages) that failed and were passed over (the next "
     "reconciliation over the lake sets their profiles right)",
 )
 PIPELINE_MERGES = Counter("plait_profile_merges_total", "Profiles merged into another")

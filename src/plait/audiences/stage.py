@@ -187,7 +187,7 @@ def follow(
         # One failing evaluation never stops a workspace's audiences: its profiles are
         # passed over, and the next reconciliation over the lake sets them right.
         logger.exception("audiences: passing over offsets %s-%s (%s)", after, last, workspace_id)
-        AUDIENCE_PASSED_OVER.inc(last - after)
+        AUDIENCE_PASSED_OVER.inc()
         with store.write(derived=True) as conn:
             workspace_lock(conn, workspace_id)
             if (checkpoint(conn, workspace_id) or 0) < last:
