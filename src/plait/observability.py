@@ -56,6 +56,12 @@ AUDIENCE_PASSED_OVER = Counter(
     "Audience steps (a batch's messages) that failed and were passed over (the next "
     "reconciliation over the lake sets their profiles right)",
 )
+DELIVERIES = Counter(
+    "plait_deliveries_total",
+    "Messages per destination: delivered, filtered (left out by its filters or consent), "
+    "retried (an attempt that failed and will be tried again), failed (dead letters)",
+    ["destination", "outcome"],
+)
 PIPELINE_MERGES = Counter("plait_profile_merges_total", "Profiles merged into another")
 PIPELINE_BATCH_SECONDS = Histogram(
     "plait_pipeline_batch_seconds",

@@ -209,9 +209,11 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _read_processed(
+def read_processed(
     conn: sa.Connection, workspace_id: str, after: int, upto: int, limit: int
 ) -> list[sa.Row]:
+    """Processed messages after ``after`` up to ``upto`` (offsets), in log order, with the
+    payload as governance left it (the lake's export and the destinations read these)."""
     mp, lm = message_profiles, log_messages
     return conn.execute(
         sa.select(
@@ -267,7 +269,7 @@ def export_events(
         _remove_after(lake_dir, workspace_id, after)
         while after < upto:
             with store.engine.connect() as conn:
-                rows = _read_processed(conn, workspace_id, after, upto, chunk)
+                rows = read_processed(conn, workspace_id, after, upto, chunk)
             if rows:
                 for day, records in _event_rows(rows).items():
                     first, last = records[0]["log_offset"], records[-1]["log_offset"]

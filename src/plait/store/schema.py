@@ -405,3 +405,49 @@ audience_cache = sa.Table(  # per profile: the events each definition counts, so
     sa.Column("profile_id", sa.String(40), primary_key=True),
     sa.Column("state", sa.Text, nullable=False),  # JSON {fp, upto, m: {list id: matches}}
 )
+
+# Destinations (issue 6). Definitions live in workspace_settings ("destinations"); each
+# destination follows the processed log from a checkpoint of its own (checkpoints,
+# consumer "destination:<ws>:<key>"). These tables hold what it has not delivered for good
+# yet (queued: retrying, or waiting behind an earlier message of the same person) and what
+# it gave up on (failed: the dead letters), and its counters.
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", BigId, sa.Identity(), primary_key=True),
+    sa.Column("workspace_id", sa.String(64), nullable=False),
+    sa.Column("destination", sa.String(100), nullable=False),
+    sa.Column("log_offset", sa.BigInteger, nullable=False),
+    sa.Column("person", sa.String(200), nullable=False),  # ordering key: profile or message
+    sa.Column("status", sa.String(8), nullable=False),  # queued | failed
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("first_attempt_at", sa.BigInteger),  # ms; None: not tried yet
+    sa.Column("next_attempt_at", sa.BigInteger, nullable=False),  # ms
+    sa.Column("last_status", sa.Integer),  # HTTP status (None: no response)
+    sa.Column("last_response", sa.Text),  # the response's start, or the error
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint(
+        "workspace_id", "destination", "log_offset", name="uq_deliveries_message"
+    ),  # fmt: skip
+    sa.Index("ix_deliveries_due", "workspace_id", "destination", "status", "next_attempt_at"),
+    sa.Index("ix_deliveries_person", "workspace_id", "destination", "person", "log_offset"),
+)
+
+destination_stats = sa.Table(  # counters and the last response, per destination
+    "destination_stats",
+    metadata,
+    sa.Column("workspace_id", sa.String(64), primary_key=True),
+    sa.Column("destination", sa.String(100), primary_key=True),
+    sa.Column("delivered", sa.BigInteger, nullable=False),
+    sa.Column("filtered", sa.BigInteger, nullable=False),  # left out by filters or consent
+    sa.Column("retried", sa.BigInteger, nullable=False),  # attempts that failed, retryable
+    sa.Column("failed", sa.BigInteger, nullable=False),  # given up on (dead letters)
+    sa.Column("last_status", sa.Integer),
+    sa.Column("last_response", sa.Text),
+    sa.Column("last_attempt_at", sa.BigInteger),
+    sa.Column("last_delivered_at", sa.BigInteger),
+    # One dispatcher at a time sends for a destination (several workers on PostgreSQL).
+    sa.Column("owner", sa.String(64)),
+    sa.Column("lease_until", sa.BigInteger),
+)

@@ -25,7 +25,7 @@ SCOPES = frozenset(
         "admin", "sources:read", "sources:write", "tokens:write", "config:write", "events:read",
         "profiles:read", "profiles:write", "governance:read", "governance:write",
         "privacy:read", "privacy:write", "pii:read", "audit:read", "lake:read",
-        "audiences:read", "audiences:write",
+        "audiences:read", "audiences:write", "destinations:read", "destinations:write",
     }
 )  # fmt: skip
 TOKEN_PREFIX = "plt_"

@@ -1,0 +1,10 @@
+"""The connectors, by the ``type`` a destination names."""
+
+from __future__ import annotations
+
+from plait.destinations.connectors.base import Connector, Item, Outcome
+from plait.destinations.connectors.webhook import Webhook
+
+CONNECTORS: dict[str, Connector] = {c.name: c for c in (Webhook(),)}
+
+__all__ = ["CONNECTORS", "Connector", "Item", "Outcome"]

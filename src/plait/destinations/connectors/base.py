@@ -1,0 +1,104 @@
+"""What a connector is: how it checks its settings, maps a message to its payload, and
+sends a batch of payloads; and the outcome of a send, from an HTTP response or an error
+(which failures are retried is decided here, once, for every HTTP connector)."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from plait.store.workspaces import Invalid
+
+RESPONSE_CHARS = 1000  # of a response body kept with a delivery
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    ok: bool
+    retry: bool = False  # a failure worth retrying (timeouts, 429, 5xx)
+    status: int | None = None  # the HTTP status, None when there was no response
+    response: str = ""  # the response body's start, or the error
+    retry_after: float | None = None  # seconds the server asked to wait
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One message to deliver: its key (stable across retries) and payload."""
+
+    key: str
+    message: dict[str, Any]
+
+
+def retry_after(value: str | None) -> float | None:
+    """A Retry-After header: seconds, or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def outcome_of(response: httpx.Response) -> Outcome:
+    """2xx delivered; 408, 429 and 5xx retried (429 and 503 after Retry-After); any other
+    status is a permanent failure, kept as a dead letter with the response."""
+    status = response.status_code
+    body = response.text[:RESPONSE_CHARS]
+    if 200 <= status < 300:
+        return Outcome(True, status=status, response=body)
+    retryable = status in (408, 429) or status >= 500
+    wait = retry_after(response.headers.get("retry-after")) if retryable else None
+    return Outcome(False, retry=retryable, status=status, response=body, retry_after=wait)
+
+
+def outcome_of_error(exc: Exception) -> Outcome:
+    """No response (a timeout, a refused or broken connection): retried."""
+    return Outcome(False, retry=True, response=f"{type(exc).__name__}: {exc}"[:RESPONSE_CHARS])
+
+
+class Connector:
+    """A kind of destination. Subclasses set ``name``, ``max_batch`` and ``secrets`` and
+    implement ``check`` and ``send``; ``payload`` maps a Plait message (Segment's shape)
+    to what the connector sends, the message itself unless the connector says otherwise."""
+
+    name = ""
+    max_batch = 1
+    secrets: tuple[str, ...] = ()  # settings shown masked
+
+    def check(self, settings: dict[str, Any], where: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def payload(self, message: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+        return message
+
+    async def send(
+        self, client: httpx.AsyncClient, settings: dict[str, Any], items: list[Item]
+    ) -> list[Outcome]:
+        """One outcome per item, in order."""
+        raise NotImplementedError
+
+
+def require_url(settings: dict[str, Any], name: str, where: str) -> str:
+    url = settings.get(name)
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise Invalid(f"{where}.{name}", "required: an http:// or https:// URL")
+    try:
+        httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise Invalid(f"{where}.{name}", f"not a URL: {exc}") from None
+    return url
+
+
+def known_settings(settings: dict[str, Any], names: set[str], where: str) -> None:
+    unknown = sorted(set(settings) - names)
+    if unknown:
+        raise Invalid(f"{where}.{unknown[0]}",
+                      f"unknown setting; expected {', '.join(sorted(names))}")  # fmt: skip

@@ -1,0 +1,545 @@
+"""The delivery engine: every enabled destination of every workspace follows the
+processed log from its own checkpoint, in a thread of its own running an asyncio loop
+(one task per destination: a destination that is down slows nothing else, and nothing in
+ingestion or the pipeline waits for any destination).
+
+A round of a destination:
+
+1. **Due retries**: the queue's heads (one per person, lowest offset) whose time has come
+   are sent again. Delivered, they leave the queue (the person's next one becomes the
+   head); a retryable failure is tried again after an exponential backoff with jitter (or
+   the server's Retry-After) until the destination's retry period has passed since the
+   first attempt; then, or on a permanent failure (4xx other than 408 and 429), the
+   message becomes a dead letter, kept with the response, and the person's next goes.
+2. **New messages**: a window of processed messages after the checkpoint (never past the
+   pipeline's), filtered (sources, types, the filter expression, consent), mapped by the
+   connector, and sent: one request per person at a time (up to ``concurrency`` persons
+   at once) for a batch size of 1, else batches in log order. A message of a person with
+   a queued message waits behind it in the queue. Then one transaction queues what failed
+   or waits, counts, and moves the checkpoint.
+
+A crash before that transaction sends the window again: delivery is at least once, and
+a message sent twice carries the same idempotency key. With several workers (PostgreSQL),
+a lease lets one of them at a time send for a destination.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+import sqlalchemy as sa
+
+from plait.destinations import queue
+from plait.destinations.config import SECTION, Destination, compile_destinations
+from plait.destinations.connectors import Item, Outcome
+from plait.govern.config import GovernanceCache
+from plait.govern.consent import ConsentConfig, effective_preferences
+from plait.lake.writer import read_processed
+from plait.log import backend_for
+from plait.observability import DELIVERIES
+from plait.store import Store
+from plait.store.bulk import select_in
+from plait.store.db import now_ms
+from plait.store.schema import sources, workspace_settings, workspaces
+
+logger = logging.getLogger("plait.destinations")
+
+WINDOW = 1000  # new messages read at a time
+CONCURRENCY = 8  # persons sent to at once (batch size 1)
+LEASE_RENEW_MS = queue.LEASE_MS // 3
+STOP_SECONDS = 10.0  # for rounds in flight to finish when stopping
+
+
+class TokenBucket:
+    """``rate`` requests a second, bursts of up to one second's worth."""
+
+    def __init__(self, rate: float):
+        self.rate, self.tokens, self.at = rate, rate, time.monotonic()
+
+    async def take(self) -> None:
+        while True:
+            now = time.monotonic()
+            self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+            self.at = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return
+            await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+@dataclass
+class Message:
+    log_offset: int
+    person: str
+    item: Item
+
+
+@dataclass
+class Target:
+    """A destination being delivered, with what its rounds keep."""
+
+    workspace_id: str
+    destination: Destination
+    source_ids: frozenset[str] | None  # None: every source
+    limiter: TokenBucket | None = None
+    lease_until: int = 0
+    task: asyncio.Task | None = None
+    results: dict[str, int] = field(default_factory=dict)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        poll_seconds: float = 0.2,
+        clock: Callable[[], int] = now_ms,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        self.store = store
+        self.log = backend_for(store)
+        self.poll_seconds = poll_seconds
+        self.clock = clock
+        self.transport = transport
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.governance = GovernanceCache(ttl_seconds=1.0)
+        self._targets: dict[tuple[str, str], Target] = {}
+        self._docs: dict[str, tuple[str, dict[str, Destination]]] = {}
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    # Lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="plait-deliveries", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(30)
+            self._thread = None
+
+    def _run(self) -> None:
+        asyncio.run(self.run_forever())
+
+    async def run_forever(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        async with self._http() as client:
+            self._client = client
+            while not self._stop.is_set():
+                try:
+                    await asyncio.to_thread(self.refresh)
+                    self._supervise()
+                except Exception:  # the store is down: try again, never exit
+                    logger.exception("deliveries: reading the destinations failed")
+                try:
+                    await asyncio.wait_for(self._stop.wait(), 1.0)
+                except TimeoutError:
+                    pass
+            # Rounds in flight finish (their results are committed), then the rest stops.
+            tasks = [t.task for t in self._targets.values() if t.task is not None]
+            if tasks:
+                _, late = await asyncio.wait(tasks, timeout=STOP_SECONDS)
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
+            await asyncio.to_thread(self._release_all)
+
+    def _http(self) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
+        return httpx.AsyncClient(transport=self.transport, limits=limits,
+                                 headers={"User-Agent": "Plait"})  # fmt: skip
+
+    def _supervise(self) -> None:
+        for target in self._targets.values():
+            if target.task is None or target.task.done():
+                target.task = asyncio.create_task(self._follow(target))
+
+    async def _follow(self, target: Target) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = await self.round(target)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("deliveries: a round of %s failed; retrying",
+                                 target.destination.key)  # fmt: skip
+                worked = False
+            if not worked:
+                try:
+                    await asyncio.wait_for(self._stop.wait(), self.poll_seconds)
+                except TimeoutError:
+                    pass
+
+    async def drain(self, workspace_id: str | None = None, rounds: int = 1000) -> None:
+        """Run rounds of every destination (of one workspace) until none has anything due
+        now (tests, ``plait deliveries send``)."""
+        async with self._http() as client:
+            self._client = client
+            self.refresh()
+            for _ in range(rounds):
+                targets = [t for (ws, _), t in self._targets.items()
+                           if workspace_id is None or ws == workspace_id]  # fmt: skip
+                done = await asyncio.gather(*(self.round(t) for t in targets))
+                if not any(done):
+                    break
+            self._release_all()
+            self._client = None
+
+    # Definitions ----------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Read every workspace's destinations (compiled again only when changed); start
+        following the new ones, stop following those removed or disabled."""
+        with self.store.engine.connect() as conn:
+            docs = dict(conn.execute(
+                sa.select(workspace_settings.c.workspace_id, workspace_settings.c.value)
+                .join(workspaces, workspaces.c.id == workspace_settings.c.workspace_id)
+                .where(workspace_settings.c.key == SECTION)
+            ).all())  # fmt: skip
+            names = {ws: source_names(conn, ws) for ws in docs}
+        wanted: dict[tuple[str, str], tuple[Destination, frozenset[str] | None]] = {}
+        for ws, value in docs.items():
+            cached = self._docs.get(ws)
+            if cached is None or cached[0] != value:
+                try:
+                    cached = (value, compile_destinations(orjson.loads(value)))
+                except ValueError:  # stored unchecked (never through the API): left alone
+                    logger.exception("deliveries: the destinations of %s do not compile", ws)
+                    cached = (value, {})
+                self._docs[ws] = cached
+            for key, dest in cached[1].items():
+                if dest.enabled:
+                    wanted[(ws, key)] = (dest, source_ids(names[ws], dest))
+        for at, target in list(self._targets.items()):
+            if wanted.get(at) != (target.destination, target.source_ids):
+                if target.task is not None:
+                    target.task.cancel()
+                del self._targets[at]
+        for (ws, key), (dest, ids) in wanted.items():
+            if (ws, key) not in self._targets:
+                limiter = TokenBucket(dest.rate_limit) if dest.rate_limit else None
+                self._targets[(ws, key)] = Target(ws, dest, ids, limiter)
+
+    def _release_all(self) -> None:
+        with self.store.write() as conn:
+            for (ws, key), target in self._targets.items():
+                if target.lease_until:
+                    queue.drop_lease(conn, ws, key, self.owner)
+                    target.lease_until = 0
+
+    # A round -----------------------------------------------------------------------------
+
+    async def round(self, target: Target) -> bool:
+        """One round of a destination; True when it sent or moved anything."""
+        now = self.clock()
+        if target.lease_until - LEASE_RENEW_MS < now:
+            if not await asyncio.to_thread(self._lease, target, now):
+                return False
+        worked = await self._retry_due(target)
+        return await self._deliver_new(target) or worked
+
+    def _lease(self, target: Target, now: int) -> bool:
+        with self.store.write() as conn:
+            if queue.take_lease(conn, target.workspace_id, target.destination.key, self.owner,
+                                now):  # fmt: skip
+                target.lease_until = now + queue.LEASE_MS
+                return True
+        target.lease_until = 0
+        return False
+
+    async def _send(self, target: Target, batch: list[Message]) -> list[Outcome]:
+        if target.limiter is not None:
+            await target.limiter.take()
+        dest = target.destination
+        try:
+            return await dest.connector.send(self._client, dest.settings,
+                                             [m.item for m in batch])  # fmt: skip
+        except Exception as exc:  # a connector's bug must not lose the messages
+            logger.exception("deliveries: %s failed to send", dest.key)
+            return [Outcome(False, retry=True, response=f"{type(exc).__name__}: {exc}")] * len(
+                batch
+            )
+
+    # New messages ---------------------------------------------------------------------------
+
+    def _read_new(self, target: Target) -> tuple[int, int, list[Message], int, set[str]]:
+        ws, dest = target.workspace_id, target.destination
+        with self.store.engine.connect() as conn:
+            after = queue.checkpoint(self.log, conn, ws, dest.key)
+            upto = queue.pipeline_position(self.log, conn, ws)
+            if after is None:  # a new destination receives what comes from now on
+                self.log.save_checkpoint(queue.consumer_name(ws, dest.key), upto)
+                return upto, upto, [], 0, set()
+            if after >= upto:
+                return after, upto, [], 0, set()
+            rows = read_processed(conn, ws, after, upto, WINDOW)
+            consent = self.governance.get(conn, ws).consent
+            prefs = profile_preferences(conn, {r.profile_id for r in rows if r.profile_id}) \
+                if consent.categories(dest.name) else {}  # fmt: skip
+            messages, filtered = [], 0
+            for row in rows:
+                msg = loads(row.payload)
+                if not admits(dest, target.source_ids, row, msg, consent, prefs):
+                    filtered += 1
+                    continue
+                person = person_of(row)
+                item = Item(queue.delivery_key(dest.key, row.log_offset),
+                            dest.connector.payload(msg, dest.settings))  # fmt: skip
+                messages.append(Message(row.log_offset, person, item))
+            waiting = queue.queued_persons(conn, ws, dest.key, {m.person for m in messages})
+        last = rows[-1].log_offset if len(rows) == WINDOW else upto
+        return after, last, messages, filtered, waiting
+
+    async def _deliver_new(self, target: Target) -> bool:
+        after, last, messages, filtered, waiting = await asyncio.to_thread(self._read_new, target)
+        if last <= after:
+            return False
+        dest = target.destination
+        now = self.clock()
+        parked: list[dict] = []  # queued: retrying, or waiting behind one
+        failed: list[dict] = []
+        delivered = retried = 0
+        last_outcome: Outcome | None = None
+
+        def park(m: Message, outcome: Outcome | None) -> None:
+            if outcome is None:  # behind an earlier message of the person
+                parked.append({"log_offset": m.log_offset, "person": m.person, "status": "queued",
+                               "attempts": 0, "next_attempt_at": 0})  # fmt: skip
+            else:
+                parked.append({"log_offset": m.log_offset, "person": m.person,
+                               "status": "queued", "attempts": 1, "first_attempt_at": now,
+                               "next_attempt_at": now + _wait_ms(dest, 1, outcome),
+                               "last_status": outcome.status,
+                               "last_response": outcome.response})  # fmt: skip
+            waiting.add(m.person)
+
+        def settle(m: Message, outcome: Outcome) -> None:
+            nonlocal delivered, retried, last_outcome
+            last_outcome = outcome
+            if outcome.ok:
+                delivered += 1
+            elif outcome.retry:
+                retried += 1
+                park(m, outcome)
+            else:
+                failed.append({"log_offset": m.log_offset, "person": m.person,
+                               "status": "failed", "attempts": 1, "first_attempt_at": now,
+                               "next_attempt_at": 0, "last_status": outcome.status,
+                               "last_response": outcome.response})  # fmt: skip
+
+        if dest.batch_size == 1:
+            by_person: dict[str, list[Message]] = {}
+            for m in messages:
+                by_person.setdefault(m.person, []).append(m)
+            gate = asyncio.Semaphore(CONCURRENCY)
+
+            async def person(seq: list[Message]) -> None:
+                async with gate:
+                    for m in seq:
+                        if m.person in waiting:
+                            park(m, None)
+                            continue
+                        settle(m, (await self._send(target, [m]))[0])
+
+            await asyncio.gather(*(person(seq) for seq in by_person.values()))
+        else:
+            pending: list[Message] = []
+
+            async def flush() -> None:
+                if pending:
+                    for m, outcome in zip(pending, await self._send(target, pending), strict=True):
+                        settle(m, outcome)
+                    pending.clear()
+
+            for m in messages:
+                if m.person in waiting:
+                    park(m, None)
+                    continue
+                pending.append(m)
+                if len(pending) == dest.batch_size:
+                    await flush()
+            await flush()
+        await asyncio.to_thread(self._commit_new, target, after, last, parked, failed, delivered,
+                                filtered, retried, last_outcome, now)  # fmt: skip
+        return True
+
+    def _commit_new(self, target: Target, after: int, last: int, parked: list[dict],
+                    failed: list[dict], delivered: int, filtered: int, retried: int,
+                    last_outcome: Outcome | None, now: int) -> None:  # fmt: skip
+        ws, key = target.workspace_id, target.destination.key
+        with self.store.write() as conn:
+            if queue.checkpoint(self.log, conn, ws, key) != after:
+                return  # moved meanwhile (a reset): this window is not ours to record
+            queue.enqueue(conn, ws, key, parked + failed, now)
+            queue.count(conn, ws, key, now, delivered=delivered, filtered=filtered,
+                        retried=retried, failed=len(failed),
+                        last_status=last_outcome.status if last_outcome else None,
+                        last_response=last_outcome.response if last_outcome else None,
+                        attempted=last_outcome is not None)  # fmt: skip
+            self.log.save_checkpoint(queue.consumer_name(ws, key), last, conn)
+        _count(key, delivered=delivered, filtered=filtered, retried=retried, failed=len(failed))
+
+    # Retries ----------------------------------------------------------------------------------
+
+    def _read_due(self, target: Target) -> list[tuple[queue.Queued, Message | None]]:
+        ws, dest = target.workspace_id, target.destination
+        now = self.clock()
+        with self.store.engine.connect() as conn:
+            heads = queue.due(conn, ws, dest.key, now, max(dest.batch_size, CONCURRENCY) * 4)
+            payloads = dict(select_in(
+                conn,
+                "SELECT mp.log_offset, coalesce(mp.payload, lm.payload) FROM message_profiles mp "
+                "JOIN log_messages lm ON lm.log_offset = mp.log_offset "
+                "WHERE mp.log_offset IN ({keys})",
+                [h.log_offset for h in heads],
+            )) if heads else {}  # fmt: skip
+        found = []
+        for h in heads:
+            payload = payloads.get(h.log_offset)
+            message = None
+            if payload is not None:  # None: the message was erased meanwhile
+                item = Item(queue.delivery_key(dest.key, h.log_offset),
+                            dest.connector.payload(loads(payload), dest.settings))  # fmt: skip
+                message = Message(h.log_offset, h.person, item)
+            found.append((h, message))
+        return found
+
+    async def _retry_due(self, target: Target) -> bool:
+        heads = await asyncio.to_thread(self._read_due, target)
+        if not heads:
+            return False
+        dest = target.destination
+        results: list[tuple[queue.Queued, Outcome | None]] = [
+            (h, None) for h, m in heads if m is None
+        ]
+        sendable = [(h, m) for h, m in heads if m is not None]
+        if dest.batch_size == 1:
+            gate = asyncio.Semaphore(CONCURRENCY)
+
+            async def one(h: queue.Queued, m: Message) -> None:
+                async with gate:
+                    results.append((h, (await self._send(target, [m]))[0]))
+
+            await asyncio.gather(*(one(h, m) for h, m in sendable))
+        else:
+            for i in range(0, len(sendable), dest.batch_size):
+                part = sendable[i : i + dest.batch_size]
+                outcomes = await self._send(target, [m for _, m in part])
+                results += [(h, o) for (h, _), o in zip(part, outcomes, strict=True)]
+        await asyncio.to_thread(self._commit_retries, target, results, self.clock())
+        return True
+
+    def _commit_retries(self, target: Target, results: list[tuple[queue.Queued, Outcome | None]],
+                        now: int) -> None:  # fmt: skip
+        dest = target.destination
+        gone, changed = [], []
+        delivered = retried = failed = 0
+        last = None
+        for h, outcome in results:
+            if outcome is None or outcome.ok:  # delivered, or erased meanwhile
+                gone.append(h.id)
+                delivered += outcome is not None
+                last = outcome or last
+                continue
+            last = outcome
+            first = h.first_attempt_at or now
+            attempts = h.attempts + 1
+            expired = now - first >= dest.retry_seconds * 1000
+            if outcome.retry and not expired:
+                retried += 1
+                status, next_at = "queued", now + _wait_ms(dest, attempts, outcome)
+            else:
+                failed += 1
+                status, next_at = "failed", 0
+            changed.append({"id": h.id, "status": status, "attempts": attempts,
+                            "first_attempt_at": first, "next_attempt_at": next_at,
+                            "last_status": outcome.status,
+                            "last_response": outcome.response})  # fmt: skip
+        with self.store.write() as conn:
+            queue.remove(conn, gone)
+            queue.update(conn, changed, now)
+            queue.count(conn, target.workspace_id, dest.key, now, delivered=delivered,
+                        retried=retried, failed=failed,
+                        last_status=last.status if last else None,
+                        last_response=last.response if last else None,
+                        attempted=last is not None)  # fmt: skip
+        _count(dest.key, delivered=delivered, retried=retried, failed=failed)
+
+
+def _wait_ms(dest: Destination, attempts: int, outcome: Outcome) -> int:
+    if outcome.retry_after is not None:  # the server's word, within the retry period
+        return int(min(outcome.retry_after, dest.retry_seconds) * 1000)
+    return queue.backoff_ms(attempts, dest.backoff_seconds, dest.max_backoff_seconds)
+
+
+def loads(payload: str) -> dict[str, Any]:
+    try:
+        msg = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return {}
+    return msg if isinstance(msg, dict) else {}
+
+
+def source_names(conn: sa.Connection, workspace_id: str) -> dict[str, str]:
+    """The workspace's sources: name -> id."""
+    query = sa.select(sources.c.name, sources.c.id).where(sources.c.workspace_id == workspace_id)
+    return dict(conn.execute(query).all())
+
+
+def source_ids(names: dict[str, str], dest: Destination) -> frozenset[str] | None:
+    """The ids of the sources a destination takes (named or given by id); None: all."""
+    return frozenset(names.get(s, s) for s in dest.sources) if dest.sources else None
+
+
+def person_of(row: Any) -> str:
+    """The key that orders a processed message's deliveries: its profile, else itself."""
+    return row.profile_id or f"message:{row.message_id}"
+
+
+def admits(
+    dest: Destination, source_ids: frozenset[str] | None, row: Any, msg: dict[str, Any],
+    consent: ConsentConfig, prefs: dict[str, dict[str, bool]],
+) -> bool:  # fmt: skip
+    """Whether a processed message (``row``: its source_id, type, profile_id) goes to
+    ``dest``: its sources, types and filter, then consent (the message's choices and its
+    profile's, for the categories ``consent.destinations`` maps the destination's name to)."""
+    if source_ids is not None and row.source_id not in source_ids:
+        return False
+    if dest.types and row.type not in dest.types:
+        return False
+    if dest.filter is not None and not dest.filter.evaluate(msg):  # the language's truth
+        return False
+    if not consent.categories(dest.name):
+        return True
+    return consent.allows(dest.name, effective_preferences(msg, prefs.get(row.profile_id)))
+
+
+def profile_preferences(conn: sa.Connection, profile_ids: set[str]) -> dict[str, dict]:
+    prefs: dict[str, dict[str, bool]] = {}
+    for pid, category, allowed in select_in(
+        conn, "SELECT profile_id, category, allowed FROM profile_consent "
+              "WHERE profile_id IN ({keys})", sorted(profile_ids),
+    ) if profile_ids else []:  # fmt: skip
+        prefs.setdefault(pid, {})[category] = bool(allowed)
+    return prefs
+
+
+def _count(key: str, **outcomes: int) -> None:
+    for outcome, n in outcomes.items():
+        if n:
+            DELIVERIES.labels(key, outcome).inc(n)
