@@ -23,6 +23,8 @@ ALLOWED = {
     "lake": {"spec", "log", "store", "identity", "profiles", "govern"},
     # computed traits and audiences: evaluated in the pipeline and over the lake
     "audiences": {"spec", "log", "store", "identity", "profiles", "govern", "lake"},
+    # delivery: follows the processed log (as the lake's export does) after the pipeline
+    "destinations": {"spec", "log", "store", "identity", "profiles", "govern", "lake", "audiences"},
     "api": {
         "spec",
         "log",
@@ -34,6 +36,7 @@ ALLOWED = {
         "pipeline",
         "lake",
         "audiences",
+        "destinations",
     },
 }
 

@@ -35,7 +35,6 @@ class World:
         doc = {"key": "hook", "type": "webhook", "settings": {"url": url}, "backoff": 0.01,
                "max_backoff": 0.05, **doc}  # fmt: skip
         manage.put(self.repo, self.ws, doc)
-        self.drain()  # a new destination starts at the pipeline's position
         return doc
 
     def feed(self, messages, source=None):
@@ -205,7 +204,6 @@ def test_an_unreachable_destination_is_retried_and_slows_no_other(world):
         manage.put(world.repo, world.ws, {"key": "down", "type": "webhook",
                                           "settings": {"url": "http://127.0.0.1:9/", "timeout": 1},
                                           "backoff": 60})  # fmt: skip
-        world.drain()
         world.feed([track("ann", "A", 1)])
         started = time.monotonic()
         world.drain()
@@ -322,3 +320,26 @@ def test_definitions_are_refused_with_the_field_and_nothing_is_stored(world, doc
         manage.put(world.repo, world.ws, doc)
     assert bad.value.field == field and message in bad.value.message
     assert manage.documents(world.repo, world.ws) == []
+
+
+def test_a_new_destination_gets_what_comes_after_it_and_the_workspace_file_keeps_secrets(world):
+    from plait.api import workspace_file
+
+    with WebhookServer() as server:
+        world.feed([track("ann", "Before", 0)])  # before the destination: not sent
+        world.destination(server.url, settings={"url": server.url, "secret": "s1"})
+        world.feed([track("ann", "After", 1)])
+        world.drain()
+        assert [m["event"] for _, m in server.delivered()] == ["After"]
+        text = workspace_file.export(world.repo, world.ws)
+        assert "s1" not in text and "********" in text
+        doc = workspace_file.parse(text)
+        doc["destinations"][0]["settings"]["headers"] = {"X-Env": "prod"}
+        result = workspace_file.apply(world.repo, doc)
+        assert "destinations" in result.updated
+        stored = manage.documents(world.repo, world.ws)[0]["settings"]
+        assert stored["secret"] == "s1" and stored["headers"] == {"X-Env": "prod"}
+        assert "destinations" not in workspace_file.apply(world.repo, doc).updated  # idempotent
+        doc["destinations"][0]["settings"]["url"] = "mailto:x"
+        with pytest.raises(Invalid, match="URL"):
+            workspace_file.apply(world.repo, doc)

@@ -132,6 +132,7 @@ def run_pipeline_process(server_pid: int) -> None:
     import threading
     import time
 
+    from plait.destinations.dispatcher import Dispatcher
     from plait.observability import configure_logging
     from plait.pipeline.runner import Pipeline
     from plait.runtime import tune_gc
@@ -146,9 +147,10 @@ def run_pipeline_process(server_pid: int) -> None:
     settings = get_settings()
     configure_logging(settings.log_level)
     tune_gc()
-    Pipeline(open_configured_store(), **settings.pipeline_options()).run_forever(
-        settings.pipeline_poll_seconds
-    )
+    store = open_configured_store()
+    if settings.delivery:
+        Dispatcher(store, settings.delivery_poll_seconds).start()
+    Pipeline(store, **settings.pipeline_options()).run_forever(settings.pipeline_poll_seconds)
 
 
 @app.command()
@@ -622,8 +624,12 @@ def worker_command(
         None, min=0.01, help="Seconds between log polls (PLAIT_PIPELINE_POLL_SECONDS)."
     ),
 ):
-    """Run the pipeline (identity, profiles) in this process. Several workers may run at
-    once: each workspace is processed by one of them at a time."""
+    """Run the pipeline (identity, profiles) and the deliveries in this process. Several
+    workers may run at once: each workspace (and destination) is processed by one of them
+    at a time."""
+    import asyncio
+
+    from plait.destinations.dispatcher import Dispatcher
     from plait.observability import configure_logging
     from plait.pipeline.runner import Pipeline
     from plait.runtime import tune_gc
@@ -631,16 +637,25 @@ def worker_command(
     settings = get_settings()
     configure_logging(settings.log_level)
     tune_gc()
-    pipeline = Pipeline(open_configured_store(), **settings.pipeline_options())
+    store = open_configured_store()
+    pipeline = Pipeline(store, **settings.pipeline_options())
+    dispatcher = Dispatcher(store, settings.delivery_poll_seconds) if settings.delivery else None
     if once:
         console.print(f"processed {pipeline.catch_up():,} messages")
         pipeline.run_audience_scheduler()
+        if dispatcher is not None:
+            asyncio.run(dispatcher.drain())
         return
     console.print("Pipeline worker running (Ctrl-C stops it)")
+    if dispatcher is not None:
+        dispatcher.start()
     try:
         pipeline.run_forever(interval or settings.pipeline_poll_seconds)
     except KeyboardInterrupt:
         console.print("stopped")
+    finally:
+        if dispatcher is not None:
+            dispatcher.stop()
 
 
 @app.command("rebuild")
@@ -766,3 +781,8 @@ register_lake(app)
 from plait.cli_audiences import register as register_audiences  # noqa: E402
 
 register_audiences(app)
+
+# Destinations (plait/cli_destinations.py): plait destinations, plait deliveries.
+from plait.cli_destinations import register as register_destinations  # noqa: E402
+
+register_destinations(app)

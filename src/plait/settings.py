@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     # new definitions this often, and reconciles everything over the lake this often.
     audience_tick_seconds: float = 1.0
     audience_reconcile_seconds: float = 3600.0
+    # Deliver to destinations where the pipeline runs (serve's pipeline process, each
+    # `plait worker`); a destination with nothing to do looks for new messages this often.
+    delivery: bool = True
+    delivery_poll_seconds: float = 0.2
 
     host: str = "127.0.0.1"
     port: int = 8080

@@ -32,6 +32,14 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     return json_response({"error": error}, status)
 
 
+def limit_query(request: Request, default: int = 100, most: int = 1000) -> int:
+    """The ``limit`` query parameter, 1 to ``most``."""
+    text = request.query_params.get("limit", str(default))
+    if not text.isdigit() or not 1 <= int(text) <= most:
+        raise ApiError(400, "invalid_field", f"must be between 1 and {most}", "limit")
+    return int(text)
+
+
 def endpoint(scope: str):
     """Authenticate the bearer token, check ``scope``, map domain errors to 4xx."""
 

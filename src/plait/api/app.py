@@ -14,6 +14,7 @@ from starlette.routing import Route
 from plait.api import (
     admin,
     audiences_api,
+    destinations_api,
     governance_api,
     identity_api,
     lake_api,
@@ -24,6 +25,7 @@ from plait.collect.bodies import BodyError, read_body
 from plait.collect.guard import IngestGuards
 from plait.collect.http import CollectApp
 from plait.collect.keys import WriteKeyCache
+from plait.destinations.dispatcher import Dispatcher
 from plait.govern import privacy
 from plait.lake import use_lake_dir
 from plait.log import LogWriter, backend_for
@@ -81,9 +83,11 @@ class PlaitApp:
                 *privacy_api.routes,
                 *lake_api.routes,
                 *audiences_api.routes,
+                *destinations_api.routes,
             ]
         )
         self.collect: CollectApp | None = None
+        self.dispatcher: Dispatcher | None = None
 
     async def startup(self) -> None:
         if self.store is None:
@@ -100,6 +104,9 @@ class PlaitApp:
         if self.settings.pipeline:
             self.pipeline = Pipeline(self.store, **self.settings.pipeline_options())
             self.pipeline.start(self.settings.pipeline_poll_seconds)
+            if self.settings.delivery:
+                self.dispatcher = Dispatcher(self.store, self.settings.delivery_poll_seconds)
+                self.dispatcher.start()
         self.writer = LogWriter(log, self.settings.max_pending_messages, self._on_commit)
         self.writer.start()
         workspaces = Workspaces(self.store)
@@ -129,6 +136,9 @@ class PlaitApp:
         if self.pipeline is not None:
             await run_in_threadpool(self.pipeline.stop)
             self.pipeline = None
+        if self.dispatcher is not None:
+            await run_in_threadpool(self.dispatcher.stop)
+            self.dispatcher = None
 
     async def __call__(self, scope, receive, send) -> None:
         kind = scope["type"]

@@ -27,20 +27,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from plait.api.admin import ApiError, _audit, _json_body, _repo, endpoint, json_response
+from plait.api.admin import (
+    ApiError,
+    _audit,
+    _json_body,
+    _repo,
+    endpoint,
+    json_response,
+    limit_query,
+)
 from plait.audiences import manage, scheduler
 from plait.audiences.language import AudienceSyntaxError, from_json, parse, to_json, to_text
 from plait.identity import graph_store
 from plait.identity.explain import ProfileNotFound, find_profile
 from plait.lake import LakeQueryError
 from plait.store.workspaces import NotFound, TokenAuth
-
-
-def _limit(request: Request, default: int = 100, most: int = 1000) -> int:
-    text = request.query_params.get("limit", str(default))
-    if not text.isdigit() or not 1 <= int(text) <= most:
-        raise ApiError(400, "invalid_field", f"must be between 1 and {most}", "limit")
-    return int(text)
 
 
 def _defs(request: Request, auth: TokenAuth):
@@ -105,7 +106,7 @@ def _delete(kind: str):
 @endpoint("audiences:read")
 async def audience_members(request: Request, auth: TokenAuth) -> Response:
     store, key = request.app.state.store, request.path_params["key"]
-    limit, after = _limit(request), request.query_params.get("after", "")
+    limit, after = limit_query(request), request.query_params.get("after", "")
 
     def run():
         if key not in _defs(request, auth).audiences:
@@ -121,7 +122,7 @@ async def audience_members(request: Request, auth: TokenAuth) -> Response:
 @endpoint("audiences:read")
 async def audience_history(request: Request, auth: TokenAuth) -> Response:
     store, key = request.app.state.store, request.path_params["key"]
-    limit, profile_id = _limit(request), request.query_params.get("profile_id")
+    limit, profile_id = limit_query(request), request.query_params.get("profile_id")
 
     def run():
         with store.engine.connect() as conn:

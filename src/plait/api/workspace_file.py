@@ -12,6 +12,7 @@
     retention: {days: 365}
     computed_traits: [...]        # computed traits and audiences (plait.audiences)
     audiences: [...]
+    destinations: [...]           # delivery (plait.destinations; secrets exported masked)
 
 Sources are matched by name. A new source gets a write key, returned once by ``apply``;
 keys are secrets and never appear in the file. Sources missing from the file are left as
@@ -28,6 +29,9 @@ import yaml
 
 from plait.audiences import manage as audience_docs
 from plait.audiences.definitions import SECTIONS as AUDIENCE_SECTIONS
+from plait.destinations import manage as destination_docs
+from plait.destinations.config import SECTION as DESTINATIONS
+from plait.destinations.config import compile_destinations, masked
 from plait.govern import documents
 from plait.govern.config import SECTIONS
 from plait.identity.rules import RulesError, default_rules, from_dict
@@ -88,6 +92,8 @@ def apply(repo: Workspaces, doc: dict[str, Any], prune: bool = False, keyring=No
     audiences = {key: doc[key] for key in AUDIENCE_SECTIONS if key in doc}
     if audiences:
         audience_docs.check(repo, workspace["id"], audiences)
+    if DESTINATIONS in doc:
+        compile_destinations(doc[DESTINATIONS])
     existing = {s["name"]: s for s in repo.list_sources(workspace["id"])}
     listed = set()
     for index, item in enumerate(doc.get("sources") or []):
@@ -116,6 +122,9 @@ def apply(repo: Workspaces, doc: dict[str, Any], prune: bool = False, keyring=No
         result.updated += documents.save(repo, workspace["id"], governance)
     if audiences:
         result.updated += audience_docs.save(repo, workspace["id"], audiences)
+    if DESTINATIONS in doc:
+        if destination_docs.save(repo, workspace["id"], doc[DESTINATIONS] or []):
+            result.updated.append(DESTINATIONS)
     if prune:
         for name, source in existing.items():
             if name not in listed and source["enabled"]:
@@ -136,4 +145,6 @@ def export(repo: Workspaces, workspace_ref: str) -> str:
         **documents.export(repo, workspace["id"]),
         **{k: v for k, v in audience_docs.documents(repo, workspace["id"]).items() if v},
     }
+    if found := destination_docs.documents(repo, workspace["id"]):
+        doc[DESTINATIONS] = [masked(d) for d in found]  # applied back, masks keep secrets
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)

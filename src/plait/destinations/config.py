@@ -34,6 +34,7 @@ from plait.spec import MESSAGE_TYPES
 from plait.store.workspaces import Invalid
 
 SECTION = "destinations"
+MASK = "********"  # a secret as the API and the export show it
 KEY = re.compile(r"^[a-z0-9_]{1,100}$")
 FIELDS = {"key", "name", "type", "enabled", "sources", "types", "filter", "settings",
           "batch_size", "rate_limit", "retry_period", "backoff", "max_backoff"}  # fmt: skip
@@ -169,5 +170,5 @@ def masked(doc: dict[str, Any]) -> dict[str, Any]:
     settings = dict(doc.get("settings") or {})
     for name in connector.secrets if connector else ():
         if settings.get(name):
-            settings[name] = "********"
+            settings[name] = MASK
     return {**doc, "settings": settings}

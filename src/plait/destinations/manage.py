@@ -9,7 +9,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from plait.destinations import queue
-from plait.destinations.config import SECTION, Destination, compile_destinations, masked
+from plait.destinations.config import (
+    MASK,
+    SECTION,
+    Destination,
+    compile_destinations,
+    masked,
+)
 from plait.destinations.dispatcher import (
     admits,
     loads,
@@ -39,26 +45,42 @@ def compiled(repo: Workspaces, workspace_id: str) -> dict[str, Destination]:
 
 
 def save(repo: Workspaces, workspace_id: str, docs: list[dict[str, Any]]) -> bool:
-    """Check the whole section, then store it; True when it changed."""
+    """Check the whole section, then store it; True when it changed. A secret sent back
+    masked (as the API and the export show it) keeps the stored one. A new destination
+    receives what the pipeline processes from now on (``replay`` sends the past)."""
+    old = documents(repo, workspace_id)
+    docs = [_unmasked(d, old) for d in docs]
     compile_destinations(docs)
-    if docs == documents(repo, workspace_id):
+    if docs == old:
         return False
     repo.put_setting(workspace_id, SECTION, docs)
+    new = {d["key"] for d in docs} - {d.get("key") for d in old}
+    if new:
+        log = backend_for(repo.store)
+        with repo.store.write() as conn:
+            at = queue.pipeline_position(log, conn, workspace_id)
+            for key in new:
+                if queue.checkpoint(log, conn, workspace_id, key) is None:
+                    log.save_checkpoint(queue.consumer_name(workspace_id, key), at, conn)
     return True
 
 
+def _unmasked(doc: Any, old: list[dict[str, Any]]) -> Any:
+    before = next((d for d in old if d.get("key") == doc.get("key")), None) \
+        if isinstance(doc, dict) else None  # fmt: skip
+    if before is None or not isinstance(doc.get("settings"), dict):
+        return doc
+    settings = {
+        k: before.get("settings", {}).get(k, v) if v == MASK else v
+        for k, v in doc["settings"].items()
+    }
+    return {**doc, "settings": settings}
+
+
 def put(repo: Workspaces, workspace_id: str, doc: dict[str, Any]) -> bool:
-    """Create or replace one destination (by its key). A masked secret sent back as it was
-    shown keeps the stored one."""
+    """Create or replace one destination (by its key)."""
     items = documents(repo, workspace_id)
-    old = next((d for d in items if d.get("key") == doc.get("key")), None)
-    if old is not None and isinstance(doc.get("settings"), dict):
-        shown = masked(old)["settings"]
-        doc = {**doc, "settings": {
-            k: old["settings"][k] if v == shown.get(k) != old["settings"].get(k) else v
-            for k, v in doc["settings"].items()
-        }}  # fmt: skip
-    if old is not None:
+    if any(d.get("key") == doc.get("key") for d in items):
         items = [doc if d.get("key") == doc.get("key") else d for d in items]
     else:
         items = [*items, doc]
