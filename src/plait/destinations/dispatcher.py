@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -95,7 +95,6 @@ class Target:
     limiter: TokenBucket | None = None
     lease_until: int = 0
     task: asyncio.Task | None = None
-    results: dict[str, int] = field(default_factory=dict)
 
 
 class Dispatcher:
@@ -278,6 +277,8 @@ class Dispatcher:
     # New messages ---------------------------------------------------------------------------
 
     def _read_new(self, target: Target) -> tuple[int, int, list[Message], int, set[str]]:
+        """The next window after the checkpoint: the admitted messages, how many were
+        filtered, and the persons with queued ones."""
         ws, dest = target.workspace_id, target.destination
         with self.store.engine.connect() as conn:
             after = queue.checkpoint(self.log, conn, ws, dest.key)
@@ -287,22 +288,24 @@ class Dispatcher:
                 return upto, upto, [], 0, set()
             if after >= upto:
                 return after, upto, [], 0, set()
-            rows = read_processed(conn, ws, after, upto, WINDOW)
+            window = max(WINDOW, dest.batch_size * CONCURRENCY * 2)
+            rows = read_processed(conn, ws, after, upto, window)
             consent = self.governance.get(conn, ws).consent
+            categories = consent.categories(dest.name)
             prefs = profile_preferences(conn, {r.profile_id for r in rows if r.profile_id}) \
-                if consent.categories(dest.name) else {}  # fmt: skip
+                if categories else {}  # fmt: skip
+            # The message is parsed only when a filter, consent or a mapping reads it.
+            reads = dest.filter is not None or bool(categories) or dest.connector.maps
             messages, filtered = [], 0
             for row in rows:
-                msg = loads(row.payload)
+                msg = loads(row.payload) if reads else None
                 if not admits(dest, target.source_ids, row, msg, consent, prefs):
                     filtered += 1
                     continue
-                person = person_of(row)
-                item = Item(queue.delivery_key(dest.key, row.log_offset),
-                            dest.connector.payload(msg, dest.settings))  # fmt: skip
-                messages.append(Message(row.log_offset, person, item))
+                messages.append(Message(row.log_offset, person_of(row),
+                                        _item(dest, row.log_offset, row.payload, msg)))  # fmt: skip
             waiting = queue.queued_persons(conn, ws, dest.key, {m.person for m in messages})
-        last = rows[-1].log_offset if len(rows) == WINDOW else upto
+        last = rows[-1].log_offset if len(rows) == window else upto
         return after, last, messages, filtered, waiting
 
     async def _deliver_new(self, target: Target) -> bool:
@@ -358,24 +361,32 @@ class Dispatcher:
 
             await asyncio.gather(*(person(seq) for seq in by_person.values()))
         else:
-            pending: list[Message] = []
-
-            async def flush() -> None:
-                if pending:
-                    for m, outcome in zip(pending, await self._send(target, pending), strict=True):
-                        settle(m, outcome)
-                    pending.clear()
-
+            # Lanes by person: each sends its batches in order, the lanes at once, so a
+            # person's messages keep their order and batches still overlap.
+            count = max(1, min(CONCURRENCY, -(-len(messages) // dest.batch_size)))
+            lanes: list[list[Message]] = [[] for _ in range(count)]
             for m in messages:
-                if m.person in waiting:
-                    park(m, None)
-                    continue
-                pending.append(m)
-                if len(pending) == dest.batch_size:
-                    await flush()
-            await flush()
-        await asyncio.to_thread(self._commit_new, target, after, last, parked, failed, delivered,
-                                filtered, retried, last_outcome, now)  # fmt: skip
+                lanes[hash(m.person) % count].append(m)
+
+            async def lane(queued: list[Message]) -> None:
+                pending: list[Message] = []
+                for m in [*queued, None]:
+                    if m is not None and m.person in waiting:
+                        park(m, None)
+                        continue
+                    if m is not None:
+                        pending.append(m)
+                    if pending and (m is None or len(pending) == dest.batch_size):
+                        outcomes = await self._send(target, pending)
+                        for sent, outcome in zip(pending, outcomes, strict=True):
+                            settle(sent, outcome)
+                        pending = []
+
+            await asyncio.gather(*(lane(queued) for queued in lanes if queued))
+        await asyncio.to_thread(
+            self._commit_new, target, after, last, parked, failed, delivered, filtered, retried,
+            last_outcome, now,
+        )  # fmt: skip
         return True
 
     def _commit_new(self, target: Target, after: int, last: int, parked: list[dict],
@@ -413,9 +424,8 @@ class Dispatcher:
             payload = payloads.get(h.log_offset)
             message = None
             if payload is not None:  # None: the message was erased meanwhile
-                item = Item(queue.delivery_key(dest.key, h.log_offset),
-                            dest.connector.payload(loads(payload), dest.settings))  # fmt: skip
-                message = Message(h.log_offset, h.person, item)
+                msg = loads(payload) if dest.connector.maps else None
+                message = Message(h.log_offset, h.person, _item(dest, h.log_offset, payload, msg))
             found.append((h, message))
         return found
 
@@ -487,6 +497,13 @@ def _wait_ms(dest: Destination, attempts: int, outcome: Outcome) -> int:
     return queue.backoff_ms(attempts, dest.backoff_seconds, dest.max_backoff_seconds)
 
 
+def _item(dest: Destination, log_offset: int, payload: str, msg: dict | None) -> Item:
+    key = queue.delivery_key(dest.key, log_offset)
+    if dest.connector.maps:
+        return Item(key, message=dest.connector.payload(msg, dest.settings))
+    return Item(key, raw=payload.encode(), message=msg)
+
+
 def loads(payload: str) -> dict[str, Any]:
     try:
         msg = orjson.loads(payload)
@@ -512,12 +529,13 @@ def person_of(row: Any) -> str:
 
 
 def admits(
-    dest: Destination, source_ids: frozenset[str] | None, row: Any, msg: dict[str, Any],
+    dest: Destination, source_ids: frozenset[str] | None, row: Any, msg: dict[str, Any] | None,
     consent: ConsentConfig, prefs: dict[str, dict[str, bool]],
 ) -> bool:  # fmt: skip
     """Whether a processed message (``row``: its source_id, type, profile_id) goes to
     ``dest``: its sources, types and filter, then consent (the message's choices and its
-    profile's, for the categories ``consent.destinations`` maps the destination's name to)."""
+    profile's, for the categories ``consent.destinations`` maps the destination's name to).
+    ``msg`` may be None when the destination has neither a filter nor categories."""
     if source_ids is not None and row.source_id not in source_ids:
         return False
     if dest.types and row.type not in dest.types:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 
 from plait.store.workspaces import Invalid
 
@@ -25,12 +26,27 @@ class Outcome:
     retry_after: float | None = None  # seconds the server asked to wait
 
 
-@dataclass(frozen=True, slots=True)
 class Item:
-    """One message to deliver: its key (stable across retries) and payload."""
+    """One message to deliver: its key (stable across retries) and payload, as JSON text
+    (``raw``: the processed message passed through untouched, never parsed again) or as
+    an object (a connector's mapping); each is made from the other when asked."""
 
-    key: str
-    message: dict[str, Any]
+    __slots__ = ("key", "_raw", "_message")
+
+    def __init__(self, key: str, raw: bytes | None = None, message: dict | None = None):
+        self.key, self._raw, self._message = key, raw, message
+
+    @property
+    def raw(self) -> bytes:
+        if self._raw is None:
+            self._raw = orjson.dumps(self._message)
+        return self._raw
+
+    @property
+    def message(self) -> dict[str, Any]:
+        if self._message is None:
+            self._message = orjson.loads(self._raw)
+        return self._message
 
 
 def retry_after(value: str | None) -> float | None:
@@ -72,6 +88,7 @@ class Connector:
     name = ""
     max_batch = 1
     secrets: tuple[str, ...] = ()  # settings shown masked
+    maps = False  # True: ``payload`` changes the message (else it goes as it is)
 
     def check(self, settings: dict[str, Any], where: str) -> dict[str, Any]:
         raise NotImplementedError

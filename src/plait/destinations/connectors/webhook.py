@@ -15,7 +15,6 @@ import hmac
 from typing import Any
 
 import httpx
-import orjson
 
 from plait.destinations.connectors.base import (
     Connector,
@@ -71,8 +70,8 @@ class Webhook(Connector):
     async def send(
         self, client: httpx.AsyncClient, settings: dict[str, Any], items: list[Item]
     ) -> list[Outcome]:
-        payloads = [item.message for item in items]
-        body = orjson.dumps(payloads[0] if len(payloads) == 1 else payloads)
+        raws = [item.raw for item in items]
+        body = raws[0] if len(raws) == 1 else b"[" + b",".join(raws) + b"]"
         headers = {**settings["headers"], "Content-Type": "application/json",
                    "Idempotency-Key": ",".join(item.key for item in items)}  # fmt: skip
         if settings["secret"]:
