@@ -347,3 +347,39 @@ def test_a_new_destination_gets_what_comes_after_it_and_the_workspace_file_keeps
         doc["destinations"][0]["settings"]["url"] = "mailto:x"
         with pytest.raises(Invalid, match="URL"):
             workspace_file.apply(world.repo, doc)
+
+
+def test_a_privacy_deletion_drops_the_persons_queue_and_is_forwarded(world):
+    import plait.destinations  # noqa: F401  (its steps in privacy deletions)
+    from plait.govern import privacy
+
+    up = {"ann": False}
+
+    def respond(n, request):
+        first = request.messages[0]
+        return (200, {}) if first.get("userId") != "ann" or up["ann"] else (503, {})
+
+    with WebhookServer(respond) as server:
+        world.destination(server.url)
+        world.feed([track("ann", "A", 1), track("ann", "B", 2), track("bob", "C", 3)])
+        world.drain()
+        assert [q["status"] for q in world.queue()] == ["retrying", "waiting"]
+        created = privacy.create_request(world.store, world.ws, "DELETE_ONLY", "USER_ID",
+                                         ["ann"], "tok_test")  # fmt: skip
+        done = privacy.run_request(world.store, created["id"], ["ann"], settle_seconds=0)
+        assert done["receipt"]["forwarded_to"] == ["hook"]
+        assert done["receipt"]["rows_removed"]["deliveries"] == 2
+        assert "pending_deliveries" not in done["receipt"]
+        queued = world.queue()
+        assert [(q["status"], q["message_id"]) for q in queued] == [("waiting", None)]
+        up["ann"] = True
+        world.drain()
+        deletes = [m for _, m in server.delivered() if m.get("type") == "delete"]
+        assert len(deletes) == 1 and deletes[0]["userId"] == "ann" and deletes[0]["timestamp"]
+        assert not any(m.get("event") in ("A", "B") for _, m in server.delivered())
+        assert world.queue() == []
+        # deleting from Plait only forwards nothing
+        created = privacy.create_request(world.store, world.ws, "DELETE_INTERNAL", "USER_ID",
+                                         ["bob"], "tok_test")  # fmt: skip
+        done = privacy.run_request(world.store, created["id"], ["bob"], settle_seconds=0)
+        assert done["receipt"]["forwarded_to"] == [] and world.queue() == []

@@ -65,6 +65,7 @@ def privacy_request(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ):
     """File a privacy request and run it here, showing its progress and its receipt."""
+    import plait.destinations  # noqa: F401  (adds the destinations' steps to deletions)
     import plait.lake  # noqa: F401  (adds the lake's step to deletions)
     from plait.govern import audit, privacy
     from plait.store.workspaces import Invalid

@@ -417,13 +417,15 @@ class Dispatcher:
                 "SELECT mp.log_offset, coalesce(mp.payload, lm.payload) FROM message_profiles mp "
                 "JOIN log_messages lm ON lm.log_offset = mp.log_offset "
                 "WHERE mp.log_offset IN ({keys})",
-                [h.log_offset for h in heads],
-            )) if heads else {}  # fmt: skip
+                [h.log_offset for h in heads if h.payload is None],
+            )) if any(h.payload is None for h in heads) else {}  # fmt: skip
         found = []
         for h in heads:
-            payload = payloads.get(h.log_offset)
             message = None
-            if payload is not None:  # None: the message was erased meanwhile
+            if h.payload is not None:  # a forwarded deletion, in the connector's form already
+                key = queue.delivery_key(dest.key, h.log_offset)
+                message = Message(h.log_offset, h.person, Item(key, raw=h.payload.encode()))
+            elif (payload := payloads.get(h.log_offset)) is not None:  # None: erased since
                 msg = loads(payload) if dest.connector.maps else None
                 message = Message(h.log_offset, h.person, _item(dest, h.log_offset, payload, msg))
             found.append((h, message))

@@ -78,13 +78,14 @@ class Queued:
     person: str
     attempts: int
     first_attempt_at: int | None
+    payload: str | None  # a forwarded deletion's (else the log's message is sent)
 
 
 def due(conn: sa.Connection, workspace_id: str, key: str, now: int, limit: int) -> list[Queued]:
     """Queued messages due now that are their person's head (lowest offset)."""
     rows = conn.execute(
         sa.text(
-            "SELECT d.id, d.log_offset, d.person, d.attempts, d.first_attempt_at "
+            "SELECT d.id, d.log_offset, d.person, d.attempts, d.first_attempt_at, d.payload "
             "FROM deliveries d WHERE d.workspace_id = :ws AND d.destination = :key "
             "AND d.status = 'queued' AND d.next_attempt_at <= :now AND NOT EXISTS ("
             "SELECT 1 FROM deliveries e WHERE e.workspace_id = d.workspace_id "
@@ -128,11 +129,11 @@ def enqueue(conn: sa.Connection, workspace_id: str, key: str, rows: list[dict], 
     }
     columns = ("workspace_id", "destination", "log_offset", "person", "status", "attempts",
                "first_attempt_at", "next_attempt_at", "last_status", "last_response",
-               "updated_at")  # fmt: skip
+               "payload", "updated_at")  # fmt: skip
     insert_rows(conn, deliveries, columns, [
         (workspace_id, key, r["log_offset"], r["person"], r["status"], r["attempts"],
          r.get("first_attempt_at"), r["next_attempt_at"], r.get("last_status"),
-         r.get("last_response"), now)
+         r.get("last_response"), r.get("payload"), now)
         for r in rows if r["log_offset"] not in have
     ])  # fmt: skip
 

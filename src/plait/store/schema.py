@@ -426,6 +426,8 @@ deliveries = sa.Table(
     sa.Column("next_attempt_at", sa.BigInteger, nullable=False),  # ms
     sa.Column("last_status", sa.Integer),  # HTTP status (None: no response)
     sa.Column("last_response", sa.Text),  # the response's start, or the error
+    # What to send when it is no message of the log (a forwarded deletion); else None.
+    sa.Column("payload", sa.Text),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
     sa.UniqueConstraint(
         "workspace_id", "destination", "log_offset", name="uq_deliveries_message"

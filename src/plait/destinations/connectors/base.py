@@ -89,12 +89,17 @@ class Connector:
     max_batch = 1
     secrets: tuple[str, ...] = ()  # settings shown masked
     maps = False  # True: ``payload`` changes the message (else it goes as it is)
+    deletes = False  # True: privacy deletions are forwarded to it (``deletion``)
 
     def check(self, settings: dict[str, Any], where: str) -> dict[str, Any]:
         raise NotImplementedError
 
     def payload(self, message: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
         return message
+
+    def deletion(self, user_id: str, timestamp: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """What tells the destination to delete a user (``deletes`` connectors)."""
+        raise NotImplementedError
 
     async def send(
         self, client: httpx.AsyncClient, settings: dict[str, Any], items: list[Item]

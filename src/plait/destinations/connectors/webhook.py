@@ -6,6 +6,8 @@ Segment's webhook destination does.
 - ``Idempotency-Key``: the delivery key of each message in the body, comma-separated in
   the body's order (one key for one message); the same on every retry.
 - ``headers``: added to every request; ``timeout``: seconds (default 5).
+- A privacy deletion that forwards (DELETE_ONLY, SUPPRESS_WITH_DELETE) arrives as
+  ``{"type": "delete", "userId": …, "timestamp": …}``, one per user id of the person.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ class Webhook(Connector):
     name = "webhook"
     max_batch = 1000
     secrets = ("secret",)
+    deletes = True
+
+    def deletion(self, user_id: str, timestamp: str, settings: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "delete", "userId": user_id, "timestamp": timestamp}
 
     def check(self, settings: dict[str, Any], where: str) -> dict[str, Any]:
         known_settings(settings, SETTINGS, where)

@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("next_attempt_at", sa.BigInteger, nullable=False),
         sa.Column("last_status", sa.Integer),
         sa.Column("last_response", sa.Text),
+        sa.Column("payload", sa.Text),
         sa.Column("updated_at", sa.BigInteger, nullable=False),
         sa.UniqueConstraint(
             "workspace_id", "destination", "log_offset", name="uq_deliveries_message"
