@@ -383,3 +383,26 @@ def test_a_privacy_deletion_drops_the_persons_queue_and_is_forwarded(world):
                                          ["bob"], "tok_test")  # fmt: skip
         done = privacy.run_request(world.store, created["id"], ["bob"], settle_seconds=0)
         assert done["receipt"]["forwarded_to"] == [] and world.queue() == []
+
+
+def test_transformations_for_a_destination_change_only_its_copy(world):
+    world.repo.put_setting(world.ws, "transformations", [{
+        "name": "for the warehouse", "destinations": ["Warehouse"],
+        "rules": [{"drop_event": "properties.test == true"},
+                  {"derive_property": {"name": "properties.cents",
+                                       "expr": "round(properties.revenue * 100)"}}],
+    }])  # fmt: skip
+    with WebhookServer() as warehouse, WebhookServer() as other:
+        world.destination(warehouse.url, name="Warehouse")
+        manage.put(world.repo, world.ws, {"key": "other", "type": "webhook",
+                                          "settings": {"url": other.url}})  # fmt: skip
+        sent = world.feed([track("ann", "Order Completed", 1, revenue=12.5),
+                           track("ann", "Order Completed", 2, revenue=3, test=True)])
+        world.drain()
+        got = [m["properties"] for _, m in warehouse.delivered()]
+        assert got == [{"i": 1, "revenue": 12.5, "cents": 1250}]
+        assert [m["properties"] for _, m in other.delivered()] == [
+            {"i": 1, "revenue": 12.5}, {"i": 2, "revenue": 3, "test": True}]
+        where = manage.message_status(world.store, world.repo, world.ws, sent[1]["messageId"])
+        assert {d["destination"]: d["status"] for d in where["destinations"]} == {
+            "hook": "filtered", "other": "delivered"}

@@ -45,6 +45,7 @@ from plait.destinations.config import SECTION, Destination, compile_destinations
 from plait.destinations.connectors import Item, Outcome
 from plait.govern.config import GovernanceCache
 from plait.govern.consent import ConsentConfig, effective_preferences
+from plait.govern.transformations import TransformationSet
 from plait.lake.writer import read_processed
 from plait.log import backend_for
 from plait.observability import DELIVERIES
@@ -290,20 +291,25 @@ class Dispatcher:
                 return after, upto, [], 0, set()
             window = max(WINDOW, dest.batch_size * CONCURRENCY * 2)
             rows = read_processed(conn, ws, after, upto, window)
-            consent = self.governance.get(conn, ws).consent
+            governance = self.governance.get(conn, ws)
+            consent, shapes = governance.consent, governance.transformations
             categories = consent.categories(dest.name)
             prefs = profile_preferences(conn, {r.profile_id for r in rows if r.profile_id}) \
                 if categories else {}  # fmt: skip
-            # The message is parsed only when a filter, consent or a mapping reads it.
-            reads = dest.filter is not None or bool(categories) or dest.connector.maps
+            # The message is parsed only when a filter, consent, a transformation for this
+            # destination or a mapping reads it; else its text goes as it is.
+            reads = (dest.filter is not None or bool(categories) or dest.connector.maps
+                     or bool(shapes.for_destination(dest.name)))  # fmt: skip
             messages, filtered = [], 0
             for row in rows:
                 msg = loads(row.payload) if reads else None
-                if not admits(dest, target.source_ids, row, msg, consent, prefs):
+                item = None
+                if admits(dest, target.source_ids, row, msg, consent, prefs):
+                    item = item_for(dest, shapes, row.log_offset, row.payload, msg)
+                if item is None:
                     filtered += 1
                     continue
-                messages.append(Message(row.log_offset, person_of(row),
-                                        _item(dest, row.log_offset, row.payload, msg)))  # fmt: skip
+                messages.append(Message(row.log_offset, person_of(row), item))
             waiting = queue.queued_persons(conn, ws, dest.key, {m.person for m in messages})
         last = rows[-1].log_offset if len(rows) == window else upto
         return after, last, messages, filtered, waiting
@@ -411,6 +417,7 @@ class Dispatcher:
         ws, dest = target.workspace_id, target.destination
         now = self.clock()
         with self.store.engine.connect() as conn:
+            shapes = self.governance.get(conn, ws).transformations
             heads = queue.due(conn, ws, dest.key, now, max(dest.batch_size, CONCURRENCY) * 4)
             payloads = dict(select_in(
                 conn,
@@ -426,8 +433,9 @@ class Dispatcher:
                 key = queue.delivery_key(dest.key, h.log_offset)
                 message = Message(h.log_offset, h.person, Item(key, raw=h.payload.encode()))
             elif (payload := payloads.get(h.log_offset)) is not None:  # None: erased since
-                msg = loads(payload) if dest.connector.maps else None
-                message = Message(h.log_offset, h.person, _item(dest, h.log_offset, payload, msg))
+                item = item_for(dest, shapes, h.log_offset, payload, loads(payload))
+                if item is not None:  # None: a transformation drops it for this destination
+                    message = Message(h.log_offset, h.person, item)
             found.append((h, message))
         return found
 
@@ -499,10 +507,23 @@ def _wait_ms(dest: Destination, attempts: int, outcome: Outcome) -> int:
     return queue.backoff_ms(attempts, dest.backoff_seconds, dest.max_backoff_seconds)
 
 
-def _item(dest: Destination, log_offset: int, payload: str, msg: dict | None) -> Item:
+def item_for(
+    dest: Destination, shapes: TransformationSet, log_offset: int, payload: str,
+    msg: dict | None,
+) -> Item | None:  # fmt: skip
+    """What the destination receives of a processed message: the workspace's
+    transformations for it applied (None: one drops it), then the connector's mapping;
+    the message's own text when neither changes it."""
     key = queue.delivery_key(dest.key, log_offset)
+    shaped = msg
+    if msg is not None and shapes.for_destination(dest.name):
+        shaped = shapes.apply_for_destination(msg, dest.name)
+        if shaped is None:
+            return None
     if dest.connector.maps:
-        return Item(key, message=dest.connector.payload(msg, dest.settings))
+        return Item(key, message=dest.connector.payload(shaped, dest.settings))
+    if shaped is not msg:
+        return Item(key, message=shaped)
     return Item(key, raw=payload.encode(), message=msg)
 
 

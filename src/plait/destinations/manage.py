@@ -18,6 +18,7 @@ from plait.destinations.config import (
 )
 from plait.destinations.dispatcher import (
     admits,
+    item_for,
     loads,
     person_of,
     profile_preferences,
@@ -203,7 +204,8 @@ def message_status(store: Store, repo: Workspaces, workspace_id: str, message_id
         if not offsets:
             raise NotFound(f"no message {message_id!r}")
         rows = [r for o in offsets for r in read_processed(conn, workspace_id, o - 1, o, 1)]
-        consent = GovernanceCache().get(conn, workspace_id).consent
+        governance = GovernanceCache().get(conn, workspace_id)
+        consent, shapes = governance.consent, governance.transformations
         prefs = profile_preferences(conn, {r.profile_id for r in rows if r.profile_id})
         queued_rows = {(r.destination, r.log_offset): r for r in conn.execute(
             sa.select(deliveries).where(deliveries.c.workspace_id == workspace_id,
@@ -224,8 +226,10 @@ def message_status(store: Store, repo: Workspaces, workspace_id: str, message_id
             elif positions[key] is None or row.log_offset > positions[key]:
                 entry["status"] = "pending"
             else:
-                admitted = admits(dest, source_ids(names, dest), row, loads(row.payload),
-                                  consent, prefs)  # fmt: skip
+                msg = loads(row.payload)
+                admitted = admits(dest, source_ids(names, dest), row, msg, consent, prefs) and (
+                    item_for(dest, shapes, row.log_offset, row.payload, msg) is not None
+                )
                 entry["status"] = "delivered" if admitted else "filtered"
             if row is not None:
                 entry["idempotency_key"] = queue.delivery_key(key, row.log_offset)
