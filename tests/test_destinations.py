@@ -396,13 +396,21 @@ def test_transformations_for_a_destination_change_only_its_copy(world):
         world.destination(warehouse.url, name="Warehouse")
         manage.put(world.repo, world.ws, {"key": "other", "type": "webhook",
                                           "settings": {"url": other.url}})  # fmt: skip
-        sent = world.feed([track("ann", "Order Completed", 1, revenue=12.5),
-                           track("ann", "Order Completed", 2, revenue=3, test=True)])
+        sent = world.feed(
+            [
+                track("ann", "Order Completed", 1, revenue=12.5),
+                track("ann", "Order Completed", 2, revenue=3, test=True),
+            ]
+        )
         world.drain()
         got = [m["properties"] for _, m in warehouse.delivered()]
         assert got == [{"i": 1, "revenue": 12.5, "cents": 1250}]
         assert [m["properties"] for _, m in other.delivered()] == [
-            {"i": 1, "revenue": 12.5}, {"i": 2, "revenue": 3, "test": True}]
+            {"i": 1, "revenue": 12.5},
+            {"i": 2, "revenue": 3, "test": True},
+        ]
         where = manage.message_status(world.store, world.repo, world.ws, sent[1]["messageId"])
         assert {d["destination"]: d["status"] for d in where["destinations"]} == {
-            "hook": "filtered", "other": "delivered"}
+            "hook": "filtered",
+            "other": "delivered",
+        }
