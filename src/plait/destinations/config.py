@@ -127,7 +127,7 @@ def compile_destination(doc: Any, where: str = "destination") -> Destination:
     if not isinstance(settings, dict):
         raise Invalid(f"{where}.settings", "must be a mapping")
     settings = connector.check(settings, f"{where}.settings")
-    batch_size = doc.get("batch_size", 1)
+    batch_size = doc.get("batch_size", connector.default_batch)
     if (not isinstance(batch_size, int) or isinstance(batch_size, bool)
             or not 1 <= batch_size <= connector.max_batch):  # fmt: skip
         raise Invalid(f"{where}.batch_size", f"must be 1 to {connector.max_batch} for {kind}")

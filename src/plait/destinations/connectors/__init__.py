@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from plait.destinations.connectors.base import Connector, Item, Outcome
+from plait.destinations.connectors.postgres import Postgres
 from plait.destinations.connectors.webhook import Webhook
 
-CONNECTORS: dict[str, Connector] = {c.name: c for c in (Webhook(),)}
+CONNECTORS: dict[str, Connector] = {c.name: c for c in (Webhook(), Postgres())}
 
 __all__ = ["CONNECTORS", "Connector", "Item", "Outcome"]

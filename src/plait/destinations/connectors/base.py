@@ -87,6 +87,7 @@ class Connector:
 
     name = ""
     max_batch = 1
+    default_batch = 1  # messages a request when the destination does not say
     secrets: tuple[str, ...] = ()  # settings shown masked
     maps = False  # True: ``payload`` changes the message (else it goes as it is)
     deletes = False  # True: privacy deletions are forwarded to it (``deletion``)
