@@ -369,7 +369,7 @@ class Dispatcher:
         else:
             # Lanes by person: each sends its batches in order, the lanes at once, so a
             # person's messages keep their order and batches still overlap.
-            count = max(1, min(CONCURRENCY, -(-len(messages) // dest.batch_size)))
+            count = max(1, min(dest.connector.lanes, -(-len(messages) // dest.batch_size)))
             lanes: list[list[Message]] = [[] for _ in range(count)]
             for m in messages:
                 lanes[hash(m.person) % count].append(m)

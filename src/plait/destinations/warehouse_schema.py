@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -42,6 +43,7 @@ _SPLIT = re.compile(r"[^A-Za-z0-9]+")
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])|([A-Z]+)([A-Z][a-z])")
 
 
+@lru_cache(maxsize=65_536)  # a workspace's names repeat: each is worked out once
 def snake(name: str) -> str:
     """``Order Completed`` -> ``order_completed``; ``productId`` -> ``product_id``;
     ``HTTPStatus`` -> ``http_status``; a leading digit gets ``_`` before it."""
@@ -61,7 +63,7 @@ def flatten(obj: Any, prefix: str = "", into: dict[str, Any] | None = None) -> d
     if not isinstance(obj, dict):
         return out
     for key, value in obj.items():
-        name = snake(key) if not prefix else f"{prefix}_{snake(key)}"[:MAX_NAME]
+        name = _column(prefix, key)
         if isinstance(value, dict):
             flatten(value, name, out)
         elif isinstance(value, list):
@@ -69,6 +71,11 @@ def flatten(obj: Any, prefix: str = "", into: dict[str, Any] | None = None) -> d
         elif value is not None:
             out[name] = value
     return out
+
+
+@lru_cache(maxsize=65_536)
+def _column(prefix: str, key: str) -> str:
+    return snake(key) if not prefix else f"{prefix}_{snake(key)}"[:MAX_NAME]
 
 
 def _time(value: Any) -> datetime | None:
@@ -185,3 +192,23 @@ def convert(value: Any, kind: str) -> Any:
     if kind == "timestamptz":
         return value if isinstance(value, datetime) else _time(value)
     return None
+
+
+def converter(kind: str):
+    """``convert`` for one column type, with a fast path for values of that type already
+    (most of them): a load converts every value of every row."""
+
+    def slow(value: Any) -> Any:
+        return None if value is None else convert(value, kind)
+
+    if kind == "text":
+        return lambda v: v if v.__class__ is str else slow(v)
+    if kind == "bigint":
+        return lambda v: v if v.__class__ is int and -(2**63) <= v < 2**63 else slow(v)
+    if kind == "double precision":
+        return lambda v: v if v.__class__ is float else slow(v)
+    if kind == "boolean":
+        return lambda v: v if v.__class__ is bool else None
+    if kind == "timestamptz":
+        return lambda v: v if v.__class__ is datetime else slow(v)
+    return slow

@@ -68,6 +68,7 @@ class Postgres(Connector):
     name = "postgres"
     max_batch = 10_000
     default_batch = 1000
+    lanes = 2  # loads are CPU-bound in Python: more lanes only contend for the GIL
     secrets = ("url",)  # it may hold a password
 
     def __init__(self) -> None:
@@ -176,9 +177,9 @@ class Postgres(Connector):
         names = sql.SQL(", ").join(map(sql.Identifier, columns))
         conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(temp, target))
         with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(temp, names)) as copy:
-            pairs = list(zip(columns, kinds, strict=True))
+            pairs = [(c, ws.converter(k)) for c, k in zip(columns, kinds, strict=True)]
             for row in rows:
-                copy.write_row([ws.convert(row.get(c), k) for c, k in pairs])
+                copy.write_row([to(row.get(c)) for c, to in pairs])
         if table == "users":  # the latest traits; one missing keeps its value
             updates = sql.SQL(", ").join(
                 sql.SQL("{0} = coalesce(EXCLUDED.{0}, {1}.{0})").format(
