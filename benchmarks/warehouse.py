@@ -59,9 +59,10 @@ def message(i: int, people: int, start: datetime, rng: random.Random) -> dict:
                "page": {"path": "/shop", "url": "https://shop.example/shop"}}  # fmt: skip
     at = (start + timedelta(milliseconds=i * 10)).isoformat()
     if rng.random() < 0.15:
+        traits = {"email": f"{user}@example.com", "plan": rng.choice(["free", "pro"]),
+                  "address": {"city": "Lyon", "country": "FR"}, "logins": i % 50}  # fmt: skip
         return {"type": "identify", "userId": user, "timestamp": at, "context": context,
-                "traits": {"email": f"{user}@example.com", "plan": rng.choice(["free", "pro"]),
-                           "address": {"city": "Lyon", "country": "FR"}, "logins": i % 50}}  # fmt: skip
+                "traits": traits}  # fmt: skip
     return {"type": "track", "userId": user, "event": rng.choice(EVENTS), "timestamp": at,
             "context": context,
             "properties": {"product_id": f"sku-{i % 997}", "price": round(rng.uniform(5, 90), 2),
