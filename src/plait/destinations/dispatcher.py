@@ -267,8 +267,9 @@ class Dispatcher:
             await target.limiter.take()
         dest = target.destination
         try:
-            return await dest.connector.send(self._client, dest.settings,
-                                             [m.item for m in batch])  # fmt: skip
+            items = [m.item for m in batch]
+            return await dest.connector.send(self._client, dest.settings, items,
+                                             target.workspace_id)  # fmt: skip
         except Exception as exc:  # a connector's bug must not lose the messages
             logger.exception("deliveries: %s failed to send", dest.key)
             return [Outcome(False, retry=True, response=f"{type(exc).__name__}: {exc}")] * len(
@@ -305,7 +306,7 @@ class Dispatcher:
                 msg = loads(row.payload) if reads else None
                 item = None
                 if admits(dest, target.source_ids, row, msg, consent, prefs):
-                    item = item_for(dest, shapes, row.log_offset, row.payload, msg)
+                    item = item_for(dest, shapes, row.log_offset, row.payload, msg, row.profile_id)
                 if item is None:
                     filtered += 1
                     continue
@@ -433,7 +434,8 @@ class Dispatcher:
                 key = queue.delivery_key(dest.key, h.log_offset)
                 message = Message(h.log_offset, h.person, Item(key, raw=h.payload.encode()))
             elif (payload := payloads.get(h.log_offset)) is not None:  # None: erased since
-                item = item_for(dest, shapes, h.log_offset, payload, loads(payload))
+                profile = None if h.person.startswith("message:") else h.person
+                item = item_for(dest, shapes, h.log_offset, payload, loads(payload), profile)
                 if item is not None:  # None: a transformation drops it for this destination
                     message = Message(h.log_offset, h.person, item)
             found.append((h, message))
@@ -509,7 +511,7 @@ def _wait_ms(dest: Destination, attempts: int, outcome: Outcome) -> int:
 
 def item_for(
     dest: Destination, shapes: TransformationSet, log_offset: int, payload: str,
-    msg: dict | None,
+    msg: dict | None, profile_id: str | None = None,
 ) -> Item | None:  # fmt: skip
     """What the destination receives of a processed message: the workspace's
     transformations for it applied (None: one drops it), then the connector's mapping;
@@ -521,10 +523,11 @@ def item_for(
         if shaped is None:
             return None
     if dest.connector.maps:
-        return Item(key, message=dest.connector.payload(shaped, dest.settings))
+        return Item(key, message=dest.connector.payload(shaped, dest.settings),
+                    profile_id=profile_id)  # fmt: skip
     if shaped is not msg:
-        return Item(key, message=shaped)
-    return Item(key, raw=payload.encode(), message=msg)
+        return Item(key, message=shaped, profile_id=profile_id)
+    return Item(key, raw=payload.encode(), message=msg, profile_id=profile_id)
 
 
 def loads(payload: str) -> dict[str, Any]:

@@ -31,10 +31,12 @@ class Item:
     (``raw``: the processed message passed through untouched, never parsed again) or as
     an object (a connector's mapping); each is made from the other when asked."""
 
-    __slots__ = ("key", "_raw", "_message")
+    __slots__ = ("key", "_raw", "_message", "profile_id")
 
-    def __init__(self, key: str, raw: bytes | None = None, message: dict | None = None):
+    def __init__(self, key: str, raw: bytes | None = None, message: dict | None = None,
+                 profile_id: str | None = None):  # fmt: skip
         self.key, self._raw, self._message = key, raw, message
+        self.profile_id = profile_id  # the person's profile, when the message has one
 
     @property
     def raw(self) -> bytes:
@@ -104,8 +106,9 @@ class Connector:
         raise NotImplementedError
 
     async def send(
-        self, client: httpx.AsyncClient, settings: dict[str, Any], items: list[Item]
-    ) -> list[Outcome]:
+        self, client: httpx.AsyncClient, settings: dict[str, Any], items: list[Item],
+        workspace_id: str,
+    ) -> list[Outcome]:  # fmt: skip
         """One outcome per item, in order."""
         raise NotImplementedError
 

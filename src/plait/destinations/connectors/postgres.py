@@ -87,8 +87,9 @@ class Postgres(Connector):
         return {"url": url, "schema": schema}
 
     async def send(
-        self, client: httpx.AsyncClient, settings: dict[str, Any], items: list[Item]
-    ) -> list[Outcome]:
+        self, client: httpx.AsyncClient, settings: dict[str, Any], items: list[Item],
+        workspace_id: str,
+    ) -> list[Outcome]:  # fmt: skip
         return await asyncio.to_thread(self.load, settings, items)
 
     # Loading -------------------------------------------------------------------------------

@@ -74,8 +74,9 @@ class Webhook(Connector):
                 "timeout": float(timeout)}  # fmt: skip
 
     async def send(
-        self, client: httpx.AsyncClient, settings: dict[str, Any], items: list[Item]
-    ) -> list[Outcome]:
+        self, client: httpx.AsyncClient, settings: dict[str, Any], items: list[Item],
+        workspace_id: str,
+    ) -> list[Outcome]:  # fmt: skip
         raws = [item.raw for item in items]
         body = raws[0] if len(raws) == 1 else b"[" + b",".join(raws) + b"]"
         headers = {**settings["headers"], "Content-Type": "application/json",
