@@ -414,3 +414,34 @@ def test_transformations_for_a_destination_change_only_its_copy(world):
             "hook": "filtered",
             "other": "delivered",
         }
+
+
+def test_a_connected_audience_is_synced_whole_then_follows_entries_and_exits(world):
+    from plait.audiences import manage as audience_docs
+
+    at = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+    audiences = [{"key": "buyers", "emit": "both", "definition":
+                  'performed "Order Completed" at least 2 times in last 30 days'}]  # fmt: skip
+    audience_docs.check(world.repo, world.ws, {"audiences": audiences})
+    audience_docs.save(world.repo, world.ws, {"audiences": audiences})
+    world.feed([{**track(u, "Order Completed", i), "timestamp": at}
+                for i, u in enumerate(["ann", "ann", "bob", "bob", "cat"])])  # fmt: skip
+    with WebhookServer() as server:
+        with pytest.raises(Invalid, match="no audience 'nobody'"):
+            world.destination(server.url, audiences=["nobody"])
+        world.destination(server.url, audiences=["buyers"])
+        world.drain()  # the full sync: the members so far, each as the audience emits
+        synced = {(m["userId"], m["type"]) for _, m in server.delivered()}
+        assert synced == {("ann", "identify"), ("ann", "track"), ("bob", "identify"),
+                          ("bob", "track")}  # fmt: skip
+        first = server.delivered()[0][1]
+        assert first["context"]["personas"]["computation_key"] == "buyers"
+        world.feed(
+            [{**track("cat", "Order Completed", 9), "timestamp": at}, track("dan", "Signed Up")]
+        )  # not an audience's message: filtered
+        world.drain()
+        later = [(m["userId"], m.get("event"), m.get("traits")) for _, m in server.delivered()[4:]]
+        assert sorted(later, key=str) == sorted(
+            [("cat", None, {"buyers": True}), ("cat", "Audience Entered", None)], key=str
+        )
+        assert world.queue() == []

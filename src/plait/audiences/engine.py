@@ -496,14 +496,20 @@ def _message_id(*parts: Any) -> str:
     return "aud-" + hashlib.sha256(orjson.dumps(parts)).hexdigest()[:32]
 
 
-def _emit(conn: sa.Connection, workspace_id: str, defs: Definitions, emits: list, now: int) -> int:
+def change_messages(
+    conn: sa.Connection, workspace_id: str, defs: Definitions, emits: list, now: int
+) -> list[dict[str, Any]]:
+    """The messages in Segment's shapes for changes ``(kind, key, profile id, value)``:
+    an identify with the trait, "Audience Entered"/"Audience Exited" or "Trait Computed",
+    as each definition's ``emit`` says, with ``context.personas`` (the destinations' full
+    sync of a connected audience makes its members' entries with it too)."""
     wanted = []
     for kind, key, pid, value in emits:
         mode = defs.audiences[key].emit if kind == "audience" else defs.traits[key].emit
         if mode != "none":
             wanted.append((kind, key, pid, value, mode))
     if not wanted:
-        return 0
+        return []
     who = _identities(conn, workspace_id, sorted({pid for _, _, pid, _, _ in wanted}))
     stamp = datetime.fromtimestamp(now / 1000, UTC).isoformat(timespec="milliseconds")
     stamp = stamp.replace("+00:00", "Z")
@@ -531,6 +537,11 @@ def _emit(conn: sa.Connection, workspace_id: str, defs: Definitions, emits: list
             messages.append(
                 {**base, "type": "track", "event": event, "properties": props, "messageId": mid}
             )
+    return messages
+
+
+def _emit(conn: sa.Connection, workspace_id: str, defs: Definitions, emits: list, now: int) -> int:
+    messages = change_messages(conn, workspace_id, defs, emits, now)
     if messages:
         append_to_log(conn, workspace_id, audience_source(conn, workspace_id), messages)
     return len(messages)

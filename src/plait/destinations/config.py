@@ -9,6 +9,7 @@ destinations:
     sources: [Website]            # source names or ids; none: every source
     types: [track, identify]      # message types; none: every type
     filter: "event != 'Heartbeat'"   # an expression (plait.govern.expressions)
+    audiences: [vip]              # connected audiences: only their entries and exits
     settings: {url: "https://…", secret: "…"}   # the connector's own
     batch_size: 1                 # messages a request (at most the connector's limit)
     rate_limit: 50                # requests a second (none: unlimited)
@@ -37,7 +38,8 @@ SECTION = "destinations"
 MASK = "********"  # a secret as the API and the export show it
 KEY = re.compile(r"^[a-z0-9_]{1,100}$")
 FIELDS = {"key", "name", "type", "enabled", "sources", "types", "filter", "settings",
-          "batch_size", "rate_limit", "retry_period", "backoff", "max_backoff"}  # fmt: skip
+          "batch_size", "rate_limit", "retry_period", "backoff", "max_backoff",
+          "audiences"}  # fmt: skip
 DEFAULT_RETRY_SECONDS = 4 * 3600.0
 DEFAULT_BACKOFF_SECONDS = 1.0
 DEFAULT_MAX_BACKOFF_SECONDS = 600.0
@@ -52,6 +54,8 @@ class Destination:
     enabled: bool = True
     sources: tuple[str, ...] = ()  # as written: names or ids
     types: tuple[str, ...] = ()
+    # Connected audiences: only their entries and exits, after a full sync of their members.
+    audiences: tuple[str, ...] = ()
     filter: Expression | None = None
     batch_size: int = 1
     rate_limit: float | None = None  # requests a second
@@ -143,6 +147,7 @@ def compile_destination(doc: Any, where: str = "destination") -> Destination:
     return Destination(
         key=key, name=name, connector=connector, settings=settings, enabled=enabled,
         sources=_names(doc.get("sources"), f"{where}.sources"), types=types,
+        audiences=_names(doc.get("audiences"), f"{where}.audiences"),
         filter=expression, batch_size=batch_size,
         rate_limit=float(rate) if rate is not None else None,
         retry_seconds=retry, backoff_seconds=backoff, max_backoff_seconds=most, doc=doc,

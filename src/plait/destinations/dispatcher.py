@@ -300,6 +300,7 @@ class Dispatcher:
             # The message is parsed only when a filter, consent, a transformation for this
             # destination or a mapping reads it; else its text goes as it is.
             reads = (dest.filter is not None or bool(categories) or dest.connector.maps
+                     or bool(dest.audiences)
                      or bool(shapes.for_destination(dest.name)))  # fmt: skip
             messages, filtered = [], 0
             for row in rows:
@@ -561,11 +562,16 @@ def admits(
     """Whether a processed message (``row``: its source_id, type, profile_id) goes to
     ``dest``: its sources, types and filter, then consent (the message's choices and its
     profile's, for the categories ``consent.destinations`` maps the destination's name to).
-    ``msg`` may be None when the destination has neither a filter nor categories."""
+    ``msg`` may be None when the destination has no filter, categories or audiences."""
     if source_ids is not None and row.source_id not in source_ids:
         return False
     if dest.types and row.type not in dest.types:
         return False
+    if dest.audiences:  # connected audiences: their entries and exits only
+        personas = (msg.get("context") or {}).get("personas") or {}
+        if (personas.get("computation_class") != "audience"
+                or personas.get("computation_key") not in dest.audiences):  # fmt: skip
+            return False
     if dest.filter is not None and not dest.filter.evaluate(msg):  # the language's truth
         return False
     if not consent.categories(dest.name):

@@ -26,7 +26,10 @@ from plait.store.schema import deliveries, workspace_settings
 
 
 def erase_deliveries(erasure: Erasure) -> None:
+    # Their messages, and what was queued for them without a message (an audience's sync).
     erasure.delete_in(deliveries, "log_offset", erasure.person.offsets, "workspace_id = ?",
+                      (erasure.workspace_id,))  # fmt: skip
+    erasure.delete_in(deliveries, "person", erasure.person.profile_ids, "workspace_id = ?",
                       (erasure.workspace_id,))  # fmt: skip
 
 

@@ -4,10 +4,14 @@ message's delivery status everywhere, and replay dead letters or a time range.""
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
+from plait.audiences.engine import DEFINITIONS, change_messages
 from plait.destinations import queue
 from plait.destinations.config import (
     MASK,
@@ -31,7 +35,13 @@ from plait.log import backend_for
 from plait.spec.timestamps import parse_timestamp
 from plait.store import Store
 from plait.store.db import now_ms
-from plait.store.schema import deliveries, destination_stats, log_messages, message_profiles
+from plait.store.schema import (
+    audience_members,
+    deliveries,
+    destination_stats,
+    log_messages,
+    message_profiles,
+)
 from plait.store.workspaces import Invalid, NotFound, Workspaces
 
 STATUSES = ("retrying", "waiting", "failed")
@@ -51,7 +61,13 @@ def save(repo: Workspaces, workspace_id: str, docs: list[dict[str, Any]]) -> boo
     receives what the pipeline processes from now on (``replay`` sends the past)."""
     old = documents(repo, workspace_id)
     docs = [_unmasked(d, old) for d in docs]
-    compile_destinations(docs)
+    compiled_docs = compile_destinations(docs)
+    with repo.store.engine.connect() as conn:
+        known = DEFINITIONS.get(conn, workspace_id).audiences
+    for i, dest in enumerate(compiled_docs.values()):
+        for key in dest.audiences:
+            if key not in known:
+                raise Invalid(f"{SECTION}[{i}].audiences", f"no audience {key!r}")
     if docs == old:
         return False
     repo.put_setting(workspace_id, SECTION, docs)
@@ -63,7 +79,51 @@ def save(repo: Workspaces, workspace_id: str, docs: list[dict[str, Any]]) -> boo
             for key in new:
                 if queue.checkpoint(log, conn, workspace_id, key) is None:
                     log.save_checkpoint(queue.consumer_name(workspace_id, key), at, conn)
+    before = {d.get("key"): set(d.get("audiences") or ()) for d in old}
+    for doc in docs:  # audiences connected now: their members so far, once
+        added = sorted(set(doc.get("audiences") or ()) - before.get(doc["key"], set()))
+        if added and doc.get("enabled", True):
+            full_sync(repo.store, workspace_id, doc["key"], added)
     return True
+
+
+def full_sync(store: Store, workspace_id: str, key: str, audiences: list[str]) -> int:
+    """Queue, for destination ``key``, each current member's entry into ``audiences``
+    (in the audience's emit shape, with ``context.personas``); returns how many messages.
+    Queued per person, they go before that person's later entries and exits."""
+    now = now_ms()
+    total = 0
+    with store.engine.connect() as conn:
+        defs = DEFINITIONS.get(conn, workspace_id)
+        members = conn.execute(
+            sa.select(audience_members.c.audience_key, audience_members.c.profile_id)
+            .where(audience_members.c.workspace_id == workspace_id,
+                   audience_members.c.audience_key.in_(audiences))
+            .order_by(audience_members.c.profile_id)
+        ).all()  # fmt: skip
+    base = -time.time_ns() // 1000
+    for i in range(0, len(members), 5000):
+        part = members[i : i + 5000]
+        with store.write() as conn:
+            messages = change_messages(
+                conn, workspace_id, defs, [("audience", a, pid, True) for a, pid in part], now
+            )
+            rows = [{"log_offset": base - total - n,
+                     "person": m["context"]["personas"]["profile_id"], "status": "queued",
+                     "attempts": 0, "next_attempt_at": 0,
+                     "payload": orjson.dumps({**m, "receivedAt": _iso(now)}).decode()}
+                    for n, m in enumerate(messages)]  # fmt: skip
+            queue.enqueue(conn, workspace_id, key, rows, now)
+        total += len(rows)
+    return total
+
+
+def _iso(ms: int) -> str:
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 def _unmasked(doc: Any, old: list[dict[str, Any]]) -> Any:
