@@ -35,7 +35,8 @@ class Received:
 
 
 class WebhookServer:
-    """``respond(n, request) -> (status, headers)``: n counts requests from 0."""
+    """``respond(n, request) -> (status, headers)`` or ``(status, headers, body)``: n
+    counts requests from 0."""
 
     def __init__(self, respond: Callable[[int, Received], tuple[int, dict]] | None = None,
                  delay: float = 0.0):  # fmt: skip
@@ -56,10 +57,11 @@ class WebhookServer:
                     time.sleep(server.delay)
                 with server._lock:
                     n = len(server.requests)
-                    status, headers = server.respond(n, got)
+                    status, headers, *answer = server.respond(n, got)
                     got.status = status
                     server.requests.append(got)
-                reply = b'{"ok": true}' if status < 300 else b'{"error": "nope"}'
+                default = b'{"ok": true}' if status < 300 else b'{"error": "nope"}'
+                reply = answer[0] if answer else default
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)

@@ -116,11 +116,13 @@ def compile_destination(doc: Any, where: str = "destination") -> Destination:
     if not isinstance(enabled, bool):
         raise Invalid(f"{where}.enabled", "must be true or false")
     types = _names(doc.get("types"), f"{where}.types")
+    accepted = connector.types or MESSAGE_TYPES
     for t in types:
-        if t not in MESSAGE_TYPES:
-            raise Invalid(
-                f"{where}.types", f"unknown type {t!r}; one of {', '.join(sorted(MESSAGE_TYPES))}"
-            )
+        if t not in accepted:
+            raise Invalid(f"{where}.types", f"unknown type {t!r} for {kind}; one of "
+                                            f"{', '.join(sorted(accepted))}")  # fmt: skip
+    if not types and connector.types is not None:
+        types = tuple(sorted(connector.types))  # only what the connector takes
     expression = None
     if doc.get("filter") is not None:
         try:

@@ -91,6 +91,7 @@ class Connector:
     max_batch = 1
     default_batch = 1  # messages a request when the destination does not say
     lanes = 8  # batches sent at once (by person, so that each person's order holds)
+    types: frozenset[str] | None = None  # message types it takes (None: all)
     secrets: tuple[str, ...] = ()  # settings shown masked
     maps = False  # True: ``payload`` changes the message (else it goes as it is)
     deletes = False  # True: privacy deletions are forwarded to it (``deletion``)

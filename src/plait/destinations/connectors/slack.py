@@ -1,0 +1,90 @@
+"""Slack, through an incoming webhook: one message a request, ``{"text": …}`` made from
+the ``template`` (Python format fields over the message: ``{event}``, ``{userId}``,
+``{properties[revenue]}``; a field the message lacks is left empty). Slack answers 200
+``ok``; a 400/403/404 (``invalid_payload``, ``no_service``, ``channel_not_found`` …) is a
+dead letter; a 429 is retried after its Retry-After.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+import httpx
+import orjson
+
+from plait.destinations.connectors.base import (
+    Connector,
+    Item,
+    Outcome,
+    known_settings,
+    outcome_of,
+    outcome_of_error,
+    require_url,
+)
+from plait.store.workspaces import Invalid
+
+SETTINGS = {"url", "template", "channel", "username"}
+DEFAULT_TEMPLATE = "{type} {event} from {userId}"
+
+
+class _Lenient(dict):
+    """Format fields: a missing key or index gives an empty string, not an error."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def _wrap(value: Any) -> Any:
+    if isinstance(value, dict):
+        return _Lenient({k: _wrap(v) for k, v in value.items()})
+    return value
+
+
+def render(template: str, message: dict[str, Any]) -> str:
+    try:
+        return string.Formatter().vformat(template, (), _wrap(message))
+    except (KeyError, IndexError, AttributeError, ValueError, TypeError):
+        return template
+
+
+class Slack(Connector):
+    name = "slack"
+    max_batch = 1
+    secrets = ("url",)  # the webhook URL is the credential
+    maps = True
+
+    def check(self, settings: dict[str, Any], where: str) -> dict[str, Any]:
+        known_settings(settings, SETTINGS, where)
+        url = require_url(settings, "url", where)
+        template = settings.get("template", DEFAULT_TEMPLATE)
+        if not isinstance(template, str) or not template:
+            raise Invalid(f"{where}.template", "a non-empty text with {fields}")
+        try:
+            list(string.Formatter().parse(template))
+        except ValueError as exc:
+            raise Invalid(f"{where}.template", f"not a template: {exc}") from None
+        for name in ("channel", "username"):
+            if settings.get(name) is not None and not isinstance(settings[name], str):
+                raise Invalid(f"{where}.{name}", "must be a string")
+        return {"url": url, "template": template, "channel": settings.get("channel"),
+                "username": settings.get("username")}  # fmt: skip
+
+    def payload(self, message: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+        body = {"text": render(settings["template"], message)}
+        for name in ("channel", "username"):
+            if settings.get(name):
+                body[name] = settings[name]
+        return body
+
+    async def send(
+        self, client: httpx.AsyncClient, settings: dict[str, Any], items: list[Item],
+        workspace_id: str,
+    ) -> list[Outcome]:  # fmt: skip
+        try:
+            response = await client.post(settings["url"], content=orjson.dumps(items[0].message),
+                                         headers={"Content-Type": "application/json"},
+                                         timeout=10)  # fmt: skip
+        except httpx.HTTPError as exc:
+            return [outcome_of_error(exc)]
+        return [outcome_of(response)]

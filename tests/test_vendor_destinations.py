@@ -1,0 +1,173 @@
+"""Vendor connectors against local servers that check the vendors' documented request
+formats, credentials, batch limits and error answers (their clouds cannot be reached
+here): Amplitude's HTTP V2 API and Slack's incoming webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from log_messages import append
+from webhook_server import WebhookServer
+
+from plait.destinations import manage
+from plait.destinations.connectors.slack import render
+from plait.destinations.dispatcher import Dispatcher
+from plait.pipeline.runner import Pipeline
+from plait.store.workspaces import Invalid, Workspaces
+
+
+class World:
+    def __init__(self, store):
+        self.store = store
+        self.repo = Workspaces(store)
+        self.ws = self.repo.create_workspace("acme")["id"]
+        self.src = self.repo.create_source(self.ws, "Website", "javascript")[0]["id"]
+        self.pipeline = Pipeline(store)
+
+    def feed(self, messages):
+        stored = append(self.store, self.ws, messages, self.src)
+        while self.pipeline.catch_up(self.ws):
+            pass
+        self.drain()
+        return stored
+
+    def drain(self):
+        asyncio.run(Dispatcher(self.store).drain(self.ws))
+
+
+@pytest.fixture
+def world(store):
+    return World(store)
+
+
+def amplitude_server(api_key: str, throttle_first: int = 0):
+    """Amplitude's HTTP V2 endpoint as documented: JSON body with api_key and events (at
+    most 2,000), each with event_type, a user_id or device_id of 5 characters or more
+    (unless options.min_id_length), time in ms and an insert_id; 400 naming the events
+    with invalid fields; 429 when throttled."""
+
+    def respond(n, request):
+        if request.path != "/2/httpapi" or request.headers.get("content-type") != (
+            "application/json"
+        ):
+            return 404, {}
+        body = request.json
+        if body.get("api_key") != api_key:
+            return 400, {}
+        events = body.get("events") or []
+        if not 1 <= len(events) <= 2000:
+            return 413 if events else 400, {}
+        if n < throttle_first:
+            return 429, {}
+        shortest = (body.get("options") or {}).get("min_id_length", 5)
+        invalid = [
+            i
+            for i, e in enumerate(events)
+            if not e.get("event_type")
+            or not isinstance(e.get("time"), int)
+            or not e.get("insert_id")
+            or not any(len(e.get(k) or "") >= shortest for k in ("user_id", "device_id"))
+        ]
+        if invalid:
+            return (
+                400,
+                {},
+                orjson.dumps(
+                    {
+                        "code": 400,
+                        "error": "Invalid id length for user_id or device_id",
+                        "events_with_invalid_fields": {"user_id": invalid},
+                    }
+                ),
+            )
+        return 200, {}, orjson.dumps({"code": 200, "events_ingested": len(events)})
+
+    return respond
+
+
+def test_amplitude_gets_its_event_format_and_refused_events_become_dead_letters(world):
+    at = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    with WebhookServer(amplitude_server("amp-key", throttle_first=1)) as server:
+        base = server.url.removesuffix("/hook")
+        manage.put(
+            world.repo,
+            world.ws,
+            {
+                "key": "amp",
+                "type": "amplitude",
+                "backoff": 0.01,
+                "max_backoff": 0.02,
+                "batch_size": 10,
+                "settings": {"api_key": "amp-key", "endpoint": base},
+            },
+        )
+        sent = world.feed([
+            {"type": "track", "userId": "user-00001", "event": "Order Completed",
+             "properties": {"revenue": 12.5}, "timestamp": at,
+             "context": {"ip": "203.0.113.9", "os": {"name": "iOS"}}},
+            {"type": "page", "userId": "user-00001", "name": "Home", "properties": {"path": "/"}},
+            {"type": "identify", "userId": "user-00001", "traits": {"plan": "pro"}},
+            {"type": "track", "userId": "ann", "event": "Too Short"},  # user_id < 5
+            {"type": "group", "userId": "user-00001", "groupId": "g1"},  # not sent
+        ])  # fmt: skip
+        for _ in range(3):  # 429 first, then the 400 naming one event, then the rest
+            world.drain()
+            asyncio.run(asyncio.sleep(0.05))
+        statuses = [r.status for r in server.requests]
+        assert statuses[0] == 429 and 400 in statuses and statuses[-1] == 200
+        delivered = [e for r in server.requests if r.status == 200 for e in r.json["events"]]
+        by_type = {e["event_type"]: e for e in delivered}
+        assert set(by_type) == {"Order Completed", "Viewed Home Page", "$identify"}
+        order = by_type["Order Completed"]
+        assert order["user_id"] == "user-00001" and order["event_properties"] == {"revenue": 12.5}
+        assert order["time"] == int(datetime.fromisoformat(at).timestamp() * 1000)
+        assert order["ip"] == "203.0.113.9" and order["os_name"] == "iOS"
+        assert order["insert_id"].startswith("amp-")
+        assert by_type["$identify"]["user_properties"] == {"$set": {"plan": "pro"}}
+        dead = manage.queued(world.store, world.repo, world.ws, "amp", "failed")
+        assert [d["message_id"] for d in dead] == [sent[3]["messageId"]]
+        assert dead[0]["last_status"] == 400
+        assert "events_with_invalid_fields" in dead[0]["last_response"]
+        status = manage.status(world.store, world.ws, "amp")
+        assert status["filtered"] == 1 and status["queue"]["retrying"] == 0  # the group call
+    with pytest.raises(Invalid, match="unknown type 'group' for amplitude"):
+        manage.put(
+            world.repo,
+            world.ws,
+            {"key": "amp2", "type": "amplitude", "types": ["group"], "settings": {"api_key": "k"}},
+        )
+
+
+def test_slack_gets_a_text_from_the_template_and_a_refusal_is_a_dead_letter(world):
+    answers = {"status": 200}
+    with WebhookServer(lambda n, r: (answers["status"], {})) as server:
+        manage.put(world.repo, world.ws, {"key": "alerts", "type": "slack", "settings": {
+            "url": server.url, "channel": "#sales",
+            "template": "{userId} ordered for {properties[revenue]} {properties[currency]}",
+        }})  # fmt: skip
+        world.feed([{"type": "track", "userId": "ann", "event": "Order Completed",
+                     "properties": {"revenue": 99}}])  # fmt: skip
+        assert server.requests[0].json == {"text": "ann ordered for 99 ", "channel": "#sales"}
+        answers["status"] = 404  # no_service: the webhook was removed
+        world.feed([{"type": "track", "userId": "bob", "event": "Order Completed"}])
+        dead = manage.queued(world.store, world.repo, world.ws, "alerts", "failed")
+        assert len(dead) == 1 and dead[0]["last_status"] == 404
+    assert render("{missing} {event}", {"event": "A"}) == " A"
+    with pytest.raises(Invalid, match="not a template"):
+        manage.put(
+            world.repo,
+            world.ws,
+            {"key": "s2", "type": "slack", "settings": {"url": "https://x", "template": "{oops"}},
+        )
+
+
+def test_amplitude_requests_never_exceed_its_batch_limit(world):
+    with pytest.raises(Invalid, match="1 to 2000"):
+        manage.put(
+            world.repo,
+            world.ws,
+            {"key": "amp", "type": "amplitude", "batch_size": 2001, "settings": {"api_key": "k"}},
+        )
