@@ -4,7 +4,6 @@ letters and replays, filters and consent, rate limits, and definitions refused w
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import time
@@ -12,39 +11,27 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from log_messages import append
+from destination_world import DeliveryWorld
 from webhook_server import WebhookServer
 
 from plait.destinations import manage
 from plait.destinations.dispatcher import Dispatcher
-from plait.pipeline.runner import Pipeline
 from plait.store.schema import deliveries
-from plait.store.workspaces import Invalid, Workspaces
+from plait.store.workspaces import Invalid
 
 
-class World:
+class World(DeliveryWorld):
+    deliver_on_feed = False  # the tests deliver when they say
+
     def __init__(self, store):
-        self.store = store
-        self.repo = Workspaces(store)
-        self.ws = self.repo.create_workspace("acme")["id"]
-        self.src = self.repo.create_source(self.ws, "Website", "javascript")[0]["id"]
+        super().__init__(store)
         self.other = self.repo.create_source(self.ws, "Backend", "server")[0]["id"]
-        self.pipeline = Pipeline(store)
 
     def destination(self, url: str, **doc):
         doc = {"key": "hook", "type": "webhook", "settings": {"url": url}, "backoff": 0.01,
                "max_backoff": 0.05, **doc}  # fmt: skip
         manage.put(self.repo, self.ws, doc)
         return doc
-
-    def feed(self, messages, source=None):
-        stored = append(self.store, self.ws, messages, source or self.src)
-        while self.pipeline.catch_up(self.ws):
-            pass
-        return stored
-
-    def drain(self, dispatcher: Dispatcher | None = None):
-        asyncio.run((dispatcher or Dispatcher(self.store)).drain(self.ws))
 
     def queue(self, status=None):
         return manage.queued(self.store, self.repo, self.ws, "hook", status)

@@ -14,14 +14,13 @@ import orjson
 import pytest
 import redis
 from conftest import require
-from log_messages import append
+from destination_world import DeliveryWorld
 
 from plait.audiences import manage as audience_docs
 from plait.destinations import manage
 from plait.destinations.connectors.redis_profiles import keys
 from plait.destinations.dispatcher import Dispatcher
-from plait.pipeline.runner import Pipeline
-from plait.store.workspaces import Invalid, Workspaces
+from plait.store.workspaces import Invalid
 
 
 def reachable(port: int) -> bool:
@@ -30,28 +29,9 @@ def reachable(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-class World:
-    def __init__(self, store):
-        self.store = store
-        self.repo = Workspaces(store)
-        self.ws = self.repo.create_workspace("acme")["id"]
-        self.src = self.repo.create_source(self.ws, "Website", "javascript")[0]["id"]
-        self.pipeline = Pipeline(store)
-
-    def feed(self, messages):
-        stored = append(self.store, self.ws, messages, self.src)
-        self.drain()
-        return stored
-
-    def drain(self):
-        while self.pipeline.catch_up(self.ws):  # the audience step's messages too
-            pass
-        asyncio.run(Dispatcher(self.store).drain(self.ws))
-
-
 @pytest.fixture
 def world(store):
-    return World(store)
+    return DeliveryWorld(store)
 
 
 def order(user, revenue):

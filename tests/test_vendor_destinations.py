@@ -9,38 +9,17 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
-from log_messages import append
+from destination_world import DeliveryWorld
 from webhook_server import WebhookServer
 
 from plait.destinations import manage
 from plait.destinations.connectors.slack import render
-from plait.destinations.dispatcher import Dispatcher
-from plait.pipeline.runner import Pipeline
-from plait.store.workspaces import Invalid, Workspaces
-
-
-class World:
-    def __init__(self, store):
-        self.store = store
-        self.repo = Workspaces(store)
-        self.ws = self.repo.create_workspace("acme")["id"]
-        self.src = self.repo.create_source(self.ws, "Website", "javascript")[0]["id"]
-        self.pipeline = Pipeline(store)
-
-    def feed(self, messages):
-        stored = append(self.store, self.ws, messages, self.src)
-        while self.pipeline.catch_up(self.ws):
-            pass
-        self.drain()
-        return stored
-
-    def drain(self):
-        asyncio.run(Dispatcher(self.store).drain(self.ws))
+from plait.store.workspaces import Invalid
 
 
 @pytest.fixture
 def world(store):
-    return World(store)
+    return DeliveryWorld(store)
 
 
 def amplitude_server(api_key: str, throttle_first: int = 0):
