@@ -142,7 +142,9 @@ class Dispatcher:
             self._client = client
             while not self._stop.is_set():
                 try:
-                    await asyncio.to_thread(self.refresh)
+                    for target in await asyncio.to_thread(self.refresh):
+                        if target.task is not None:
+                            target.task.cancel()
                     self._supervise()
                 except Exception:  # the store is down: try again, never exit
                     logger.exception("deliveries: reading the destinations failed")
@@ -202,9 +204,10 @@ class Dispatcher:
 
     # Definitions ----------------------------------------------------------------------
 
-    def refresh(self) -> None:
-        """Read every workspace's destinations (compiled again only when changed); start
-        following the new ones, stop following those removed or disabled."""
+    def refresh(self) -> list[Target]:
+        """Read every workspace's destinations (compiled again only when changed); returns
+        the targets no longer wanted (removed, disabled or changed), whose tasks the
+        event loop's thread stops (a task is cancelled only from its loop)."""
         with self.store.engine.connect() as conn:
             docs = dict(conn.execute(
                 sa.select(workspace_settings.c.workspace_id, workspace_settings.c.value)
@@ -225,15 +228,15 @@ class Dispatcher:
             for key, dest in cached[1].items():
                 if dest.enabled:
                     wanted[(ws, key)] = (dest, source_ids(names[ws], dest))
+        gone = []
         for at, target in list(self._targets.items()):
             if wanted.get(at) != (target.destination, target.source_ids):
-                if target.task is not None:
-                    target.task.cancel()
-                del self._targets[at]
+                gone.append(self._targets.pop(at))
         for (ws, key), (dest, ids) in wanted.items():
             if (ws, key) not in self._targets:
                 limiter = TokenBucket(dest.rate_limit) if dest.rate_limit else None
                 self._targets[(ws, key)] = Target(ws, dest, ids, limiter)
+        return gone
 
     def _release_all(self) -> None:
         with self.store.write() as conn:
