@@ -439,7 +439,9 @@ class Dispatcher:
                 message = Message(h.log_offset, h.person, Item(key, raw=h.payload.encode()))
             elif (payload := payloads.get(h.log_offset)) is not None:  # None: erased since
                 profile = None if h.person.startswith("message:") else h.person
-                item = item_for(dest, shapes, h.log_offset, payload, loads(payload), profile)
+                reads = dest.connector.maps or bool(shapes.for_destination(dest.name))
+                msg = loads(payload) if reads else None
+                item = item_for(dest, shapes, h.log_offset, payload, msg, profile)
                 if item is not None:  # None: a transformation drops it for this destination
                     message = Message(h.log_offset, h.person, item)
             found.append((h, message))

@@ -346,9 +346,10 @@ def replay(
         ids = source_ids(source_names(conn, workspace_id), dest)
     for i in range(0, len(offsets), 1000):
         part = offsets[i : i + 1000]
+        wanted = set(part)  # the range's messages among those the offsets span
         with store.engine.connect() as conn:
             rows = [r for r in read_processed(conn, workspace_id, part[0] - 1, part[-1], 100_000)
-                    if r.log_offset in set(part)]  # fmt: skip
+                    if r.log_offset in wanted]  # fmt: skip
             prefs = profile_preferences(conn, {r.profile_id for r in rows if r.profile_id})
         chosen = [
             {"log_offset": r.log_offset, "person": person_of(r), "status": "queued",
