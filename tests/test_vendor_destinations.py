@@ -150,3 +150,92 @@ def test_amplitude_requests_never_exceed_its_batch_limit(world):
             world.ws,
             {"key": "amp", "type": "amplitude", "batch_size": 2001, "settings": {"api_key": "k"}},
         )
+
+
+def mixpanel_server(username: str, secret: str, project: str):
+    """Mixpanel's Import API as documented: POST /import?strict=1&project_id=, Basic auth
+    with the service account, a JSON array of at most 2,000 events, each with event and
+    properties.time, distinct_id and $insert_id (at most 36 of [A-Za-z0-9-]); in strict mode
+    a 400 lists the failed records by index, the others being imported; an event more
+    than an hour in the future is refused."""
+    import base64
+    import re
+    import time
+    from urllib.parse import parse_qs, urlsplit
+
+    def respond(n, request):
+        url = urlsplit(request.path)
+        query = parse_qs(url.query)
+        if (
+            url.path != "/import"
+            or query.get("strict") != ["1"]
+            or query.get("project_id") != [project]
+        ):
+            return 404, {}
+        expected = "Basic " + base64.b64encode(f"{username}:{secret}".encode()).decode()
+        if request.headers.get("authorization") != expected:
+            return 401, {}, b'{"code": 401, "error": "Invalid credentials", "status": 0}'
+        events = request.json
+        if not isinstance(events, list) or not 1 <= len(events) <= 2000:
+            return 413, {}
+        failed = [
+            {"index": i, "field": "properties.time", "message": "'properties.time' is invalid"}
+            for i, e in enumerate(events)
+            if not isinstance(e["properties"].get("time"), int)
+            or e["properties"]["time"] > (time.time() + 3600) * 1000
+            or not e["properties"].get("distinct_id")
+            or not re.fullmatch(r"[A-Za-z0-9-]{1,36}", e["properties"].get("$insert_id", ""))
+        ]  # fmt: skip
+        if failed:
+            return 400, {}, orjson.dumps({"code": 400, "failed_records": failed,
+                                          "num_records_imported": len(events) - len(failed),
+                                          "status": "Bad Request"})  # fmt: skip
+        return 200, {}, orjson.dumps({"code": 200, "num_records_imported": len(events),
+                                      "status": "OK"})  # fmt: skip
+
+    return respond
+
+
+def test_mixpanel_imports_events_and_strict_mode_refusals_become_dead_letters(world):
+    at = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    with WebhookServer(mixpanel_server("svc.user", "s3cret", "12345")) as server:
+        base = server.url.removesuffix("/hook")
+        manage.put(
+            world.repo,
+            world.ws,
+            {
+                "key": "mix",
+                "type": "mixpanel",
+                "batch_size": 10,
+                "settings": {
+                    "project_id": 12345,
+                    "username": "svc.user",
+                    "secret": "s3cret",
+                    "endpoint": base,
+                },
+            },
+        )
+        sent = world.feed([
+            {"type": "track", "userId": "ann", "event": "Order Completed", "timestamp": at,
+             "properties": {"revenue": 12.5}},
+            {"type": "page", "anonymousId": "anon-1", "name": "Pricing"},
+            {"type": "track", "userId": "cat", "event": "Later",  # refused: in the future
+             "timestamp": (datetime.now(UTC) + timedelta(days=2)).isoformat()},
+        ])  # fmt: skip
+        events = [e for r in server.requests for e in r.json]
+        assert {e["event"] for e in events} >= {"Order Completed", "Viewed Pricing Page"}
+        order = next(e for e in events if e["event"] == "Order Completed")
+        assert order["properties"]["distinct_id"] == "ann"
+        assert order["properties"]["time"] == int(datetime.fromisoformat(at).timestamp() * 1000)
+        assert len(order["properties"]["$insert_id"]) == 32
+        dead = manage.queued(world.store, world.repo, world.ws, "mix", "failed")
+        assert [d["message_id"] for d in dead] == [sent[2]["messageId"]]
+        assert "failed_records" in dead[0]["last_response"]
+        assert manage.status(world.store, world.ws, "mix")["delivered"] == 2
+    with WebhookServer(mixpanel_server("svc.user", "other", "12345")) as server:
+        manage.put(world.repo, world.ws, {"key": "mix", "type": "mixpanel", "settings": {
+            "project_id": 12345, "username": "svc.user", "secret": "s3cret",
+            "endpoint": server.url.removesuffix("/hook")}})  # fmt: skip
+        world.feed([{"type": "track", "userId": "bob", "event": "A"}])
+        dead = manage.queued(world.store, world.repo, world.ws, "mix", "failed")
+        assert dead[-1]["last_status"] == 401  # wrong credentials: a dead letter
