@@ -40,9 +40,10 @@ from machine import describe
 from psycopg import sql
 
 from plait.destinations import manage
-from plait.destinations.connectors.postgres import Postgres, tables_of
+from plait.destinations.connectors.postgres import Postgres
 from plait.destinations.dispatcher import Dispatcher
 from plait.destinations.queue import consumer_name
+from plait.destinations.warehouse_schema import tables_of
 from plait.log import backend_for
 from plait.pipeline.runner import Pipeline
 from plait.spec import Enrichment, enrich, validate

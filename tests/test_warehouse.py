@@ -187,3 +187,59 @@ def test_an_unreachable_warehouse_is_retried(store):
     queued = manage.queued(store, repo, ws_id, "wh")
     assert [q["status"] for q in queued] == ["retrying"] and "connect" in queued[0]["last_response"]
     assert manage.describe(store, repo, ws_id, "wh")["settings"]["url"] == "********"
+
+
+def test_a_duckdb_file_gets_the_same_schema_deduplicated_and_evolving(store, tmp_path):
+    import duckdb
+
+    from plait.destinations.connectors import CONNECTORS
+    from plait.destinations.dispatcher import Dispatcher
+
+    repo = Workspaces(store)
+    ws_id = repo.create_workspace("acme")["id"]
+    src = repo.create_source(ws_id, "Website", "javascript")[0]["id"]
+    path = tmp_path / "events.duckdb"
+    manage.put(repo, ws_id, {"key": "file", "type": "duckdb", "settings": {"path": str(path)}})
+    pipeline = Pipeline(store)
+
+    def feed(messages):
+        append(store, ws_id, messages, src)
+        while pipeline.catch_up(ws_id):
+            pass
+        asyncio.run(Dispatcher(store).drain(ws_id))
+
+    feed(
+        [
+            {
+                "type": "track",
+                "userId": "ann",
+                "event": "Order Completed",
+                "properties": {"revenue": 12.5, "productId": "p1", "tags": ["a"]},
+            },
+            {"type": "identify", "userId": "ann", "traits": {"plan": "pro", "city": "Lyon"}},
+        ]
+    )
+    feed([{"type": "track", "userId": "bob", "event": "Order Completed",
+           "properties": {"revenue": 3, "coupon": "X"}},
+          {"type": "identify", "userId": "ann", "traits": {"plan": "max"}}])  # fmt: skip
+    start = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    end = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    assert manage.replay(store, repo, ws_id, "file", start=start, end=end) == 4
+    asyncio.run(Dispatcher(store).drain(ws_id))
+    CONNECTORS["duckdb"].close(str(path))  # let go of the file to read it
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                 "WHERE table_schema = 'plait' AND table_name = 'order_completed'"
+                                 ).fetchall())  # fmt: skip
+        assert types["revenue"] == "DOUBLE" and types["product_id"] == "VARCHAR"
+        assert types["coupon"] == "VARCHAR" and types["timestamp"] == "TIMESTAMP WITH TIME ZONE"
+        rows = con.execute("SELECT user_id, revenue, product_id, tags, coupon "
+                           "FROM plait.order_completed ORDER BY user_id").fetchall()  # fmt: skip
+        assert rows == [("ann", 12.5, "p1", '["a"]', None), ("bob", 3.0, None, None, "X")]
+        assert con.execute("SELECT count(*) FROM plait.tracks").fetchone() == (2,)
+        assert con.execute("SELECT id, plan, city FROM plait.users").fetchall() == [
+            ("ann", "max", "Lyon")
+        ]
+    finally:
+        con.close()

@@ -23,6 +23,7 @@ columns and values (the warehouse connectors load what these give).
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -212,3 +213,21 @@ def converter(kind: str):
     if kind == "timestamptz":
         return lambda v: v if v.__class__ is datetime else slow(v)
     return slow
+
+
+def tables_of(messages: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The rows of a batch by table; a user's identifies merged into one ``users`` row
+    (later traits win), as one statement may not update a row twice."""
+    loaded = datetime.now(UTC)
+    tables: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    users: dict[str, dict[str, Any]] = {}
+    for msg in messages:
+        for table, row in rows_of(msg, loaded):
+            if table == "users":
+                users.setdefault(row["id"], {}).update(
+                    {k: v for k, v in row.items() if v is not None})  # fmt: skip
+            else:
+                tables[table].append(row)
+    if users:
+        tables["users"] = list(users.values())
+    return dict(tables)

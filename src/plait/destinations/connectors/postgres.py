@@ -17,8 +17,6 @@ import asyncio
 import queue as queues
 import threading
 import zlib
-from collections import defaultdict
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -95,7 +93,7 @@ class Postgres(Connector):
     # Loading -------------------------------------------------------------------------------
 
     def load(self, settings: dict[str, Any], items: list[Item]) -> list[Outcome]:
-        tables = tables_of([item.message for item in items])
+        tables = ws.tables_of([item.message for item in items])
         with self._lock:
             pool = self._pools.setdefault(settings["url"], _Pool(settings["url"]))
         try:
@@ -197,21 +195,3 @@ class Postgres(Connector):
 def _kind(data_type: str) -> str:
     """information_schema's name of a type as warehouse_schema.convert knows it."""
     return {"timestamp with time zone": "timestamptz"}.get(data_type, data_type)
-
-
-def tables_of(messages: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """The rows of a batch by table; a user's identifies merged into one ``users`` row
-    (later traits win), as one statement may not update a row twice."""
-    loaded = datetime.now(UTC)
-    tables: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    users: dict[str, dict[str, Any]] = {}
-    for msg in messages:
-        for table, row in ws.rows_of(msg, loaded):
-            if table == "users":
-                users.setdefault(row["id"], {}).update(
-                    {k: v for k, v in row.items() if v is not None})  # fmt: skip
-            else:
-                tables[table].append(row)
-    if users:
-        tables["users"] = list(users.values())
-    return dict(tables)
