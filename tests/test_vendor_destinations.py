@@ -13,7 +13,7 @@ from destination_world import DeliveryWorld
 from webhook_server import WebhookServer
 
 from plait.destinations import manage
-from plait.destinations.connectors.slack import render
+from plait.destinations.templates import render
 from plait.store.workspaces import Invalid
 
 
@@ -239,3 +239,63 @@ def test_mixpanel_imports_events_and_strict_mode_refusals_become_dead_letters(wo
         world.feed([{"type": "track", "userId": "bob", "event": "A"}])
         dead = manage.queued(world.store, world.repo, world.ws, "mix", "failed")
         assert dead[-1]["last_status"] == 401  # wrong credentials: a dead letter
+
+
+def test_an_audience_entry_sends_an_email_over_smtp_from_a_template(world):
+    import email.policy
+    from email import message_from_bytes
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import Envelope
+    from conftest import free_port
+
+    from plait.audiences import manage as audience_docs
+
+    received: list[Envelope] = []
+
+    class Handler:
+        async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: N802
+            if address.endswith("@refused.example"):
+                return "550 5.1.1 mailbox unavailable"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802
+            received.append(envelope)
+            return "250 Message accepted"
+
+    smtp = Controller(Handler(), hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    try:
+        audiences = [{"key": "vip", "emit": "track", "definition":
+                      'performed "Order Completed" at least 2 times in last 30 days'}]  # fmt: skip
+        audience_docs.check(world.repo, world.ws, {"audiences": audiences})
+        audience_docs.save(world.repo, world.ws, {"audiences": audiences})
+        manage.put(world.repo, world.ws, {"key": "mail", "type": "email", "audiences": ["vip"],
+                                          "filter": "event == 'Audience Entered'",
+                                          "settings": {
+            "host": "127.0.0.1", "port": smtp.port, "starttls": False,
+            "from": "team@shop.example", "subject": "Welcome to {properties[audience_key]}",
+            "body": "Hello {traits[first_name]}, you are now a VIP.",
+        }})  # fmt: skip
+        at = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+        world.feed([
+            {"type": "identify", "userId": "ann",
+             "traits": {"email": "ann@shop.example", "first_name": "Ann"}},
+            {"type": "identify", "userId": "bob", "traits": {"email": "bob@refused.example"}},
+            *[{"type": "track", "userId": u, "event": "Order Completed", "timestamp": at}
+              for u in ("ann", "ann", "bob", "bob", "cat", "cat")],  # cat: no address
+        ])  # fmt: skip
+        assert len(received) == 1
+        mail = message_from_bytes(received[0].content, policy=email.policy.default)
+        assert received[0].mail_from == "team@shop.example"
+        assert received[0].rcpt_tos == ["ann@shop.example"]
+        assert mail["Subject"] == "Welcome to vip"
+        assert mail.get_content().strip() == "Hello Ann, you are now a VIP."
+        assert mail["Message-ID"].startswith("<mail-")
+        dead = manage.queued(world.store, world.repo, world.ws, "mail", "failed")
+        responses = sorted(d["last_response"] for d in dead)
+        assert len(dead) == 2 and "mailbox unavailable" in responses[0]
+        assert "no 'email' address" in responses[1]
+    finally:
+        smtp.stop()

@@ -316,6 +316,8 @@ class Dispatcher:
                     continue
                 messages.append(Message(row.log_offset, person_of(row), item))
             waiting = queue.queued_persons(conn, ws, dest.key, {m.person for m in messages})
+            if dest.connector.needs_traits:
+                attach_traits(conn, [m.item for m in messages])
         last = rows[-1].log_offset if len(rows) == window else upto
         return after, last, messages, filtered, waiting
 
@@ -445,6 +447,9 @@ class Dispatcher:
                 if item is not None:  # None: a transformation drops it for this destination
                     message = Message(h.log_offset, h.person, item)
             found.append((h, message))
+        if dest.connector.needs_traits:
+            with self.store.engine.connect() as conn:
+                attach_traits(conn, [m.item for _, m in found if m is not None])
         return found
 
     async def _retry_due(self, target: Target) -> bool:
@@ -582,6 +587,18 @@ def admits(
     if not consent.categories(dest.name):
         return True
     return consent.allows(dest.name, effective_preferences(msg, prefs.get(row.profile_id)))
+
+
+def attach_traits(conn: sa.Connection, items: list[Item]) -> None:
+    """Give each item its profile's current traits (email templates read them)."""
+    ids = sorted({i.profile_id for i in items if i.profile_id})
+    found: dict[str, dict[str, Any]] = {}
+    for pid, key, value in select_in(
+        conn, "SELECT profile_id, key, value FROM traits WHERE profile_id IN ({keys})", ids,
+    ) if ids else []:  # fmt: skip
+        found.setdefault(pid, {})[key] = orjson.loads(value)
+    for item in items:
+        item.traits = found.get(item.profile_id, {})
 
 
 def profile_preferences(conn: sa.Connection, profile_ids: set[str]) -> dict[str, dict]:

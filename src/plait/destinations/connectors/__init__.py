@@ -5,6 +5,7 @@ from __future__ import annotations
 from plait.destinations.connectors.amplitude import Amplitude
 from plait.destinations.connectors.base import Connector, Item, Outcome
 from plait.destinations.connectors.duckdb_file import DuckDBFile
+from plait.destinations.connectors.email_smtp import EmailSmtp
 from plait.destinations.connectors.mixpanel import Mixpanel
 from plait.destinations.connectors.nats_stream import NatsStream
 from plait.destinations.connectors.postgres import Postgres
@@ -12,7 +13,8 @@ from plait.destinations.connectors.redis_profiles import RedisProfiles
 from plait.destinations.connectors.slack import Slack
 from plait.destinations.connectors.webhook import Webhook
 
-KINDS = (Webhook, Postgres, DuckDBFile, RedisProfiles, NatsStream, Amplitude, Mixpanel, Slack)
+KINDS = (Webhook, Postgres, DuckDBFile, RedisProfiles, NatsStream, EmailSmtp, Amplitude,
+         Mixpanel, Slack)  # fmt: skip
 CONNECTORS: dict[str, Connector] = {kind.name: kind() for kind in KINDS}
 
 __all__ = ["CONNECTORS", "Connector", "Item", "Outcome"]

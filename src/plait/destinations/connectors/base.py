@@ -31,12 +31,13 @@ class Item:
     (``raw``: the processed message passed through untouched, never parsed again) or as
     an object (a connector's mapping); each is made from the other when asked."""
 
-    __slots__ = ("key", "_raw", "_message", "profile_id")
+    __slots__ = ("key", "_raw", "_message", "profile_id", "traits")
 
     def __init__(self, key: str, raw: bytes | None = None, message: dict | None = None,
                  profile_id: str | None = None):  # fmt: skip
         self.key, self._raw, self._message = key, raw, message
         self.profile_id = profile_id  # the person's profile, when the message has one
+        self.traits: dict[str, Any] = {}  # its current traits (connectors that need them)
 
     @property
     def raw(self) -> bytes:
@@ -92,6 +93,7 @@ class Connector:
     default_batch = 1  # messages a request when the destination does not say
     lanes = 8  # batches sent at once (by person, so that each person's order holds)
     types: frozenset[str] | None = None  # message types it takes (None: all)
+    needs_traits = False  # True: items come with their profile's current traits
     secrets: tuple[str, ...] = ()  # settings shown masked
     maps = False  # True: ``payload`` changes the message (else it goes as it is)
     deletes = False  # True: privacy deletions are forwarded to it (``deletion``)

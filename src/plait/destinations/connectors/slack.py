@@ -7,7 +7,6 @@ dead letter; a 429 is retried after its Retry-After.
 
 from __future__ import annotations
 
-import string
 from typing import Any
 
 import httpx
@@ -22,30 +21,11 @@ from plait.destinations.connectors.base import (
     outcome_of_error,
     require_url,
 )
+from plait.destinations.templates import check_template, render
 from plait.store.workspaces import Invalid
 
 SETTINGS = {"url", "template", "channel", "username"}
 DEFAULT_TEMPLATE = "{type} {event} from {userId}"
-
-
-class _Lenient(dict):
-    """Format fields: a missing key or index gives an empty string, not an error."""
-
-    def __missing__(self, key: str) -> str:
-        return ""
-
-
-def _wrap(value: Any) -> Any:
-    if isinstance(value, dict):
-        return _Lenient({k: _wrap(v) for k, v in value.items()})
-    return value
-
-
-def render(template: str, message: dict[str, Any]) -> str:
-    try:
-        return string.Formatter().vformat(template, (), _wrap(message))
-    except (KeyError, IndexError, AttributeError, ValueError, TypeError):
-        return template
 
 
 class Slack(Connector):
@@ -57,13 +37,7 @@ class Slack(Connector):
     def check(self, settings: dict[str, Any], where: str) -> dict[str, Any]:
         known_settings(settings, SETTINGS, where)
         url = require_url(settings, "url", where)
-        template = settings.get("template", DEFAULT_TEMPLATE)
-        if not isinstance(template, str) or not template:
-            raise Invalid(f"{where}.template", "a non-empty text with {fields}")
-        try:
-            list(string.Formatter().parse(template))
-        except ValueError as exc:
-            raise Invalid(f"{where}.template", f"not a template: {exc}") from None
+        template = check_template(settings.get("template", DEFAULT_TEMPLATE), f"{where}.template")
         for name in ("channel", "username"):
             if settings.get(name) is not None and not isinstance(settings[name], str):
                 raise Invalid(f"{where}.{name}", "must be a string")
