@@ -16,6 +16,7 @@ from plait.audiences.engine import AUDIENCE_SOURCE
 from plait.identity.explain import find_profile
 from plait.identity.rules import default_rules
 from plait.lake import use_lake_dir
+from plait.log import backend_for
 from plait.pipeline.maintenance import rebuild
 from plait.pipeline.runner import Pipeline
 from plait.store.schema import audience_history, audience_members, log_messages, sources, traits
@@ -388,7 +389,7 @@ def test_a_crash_between_the_batch_and_the_audience_step_is_recovered(world, mon
     )  # the merge: still no audience step
     monkeypatch.undo()
     with world.store.engine.connect() as conn:
-        behind = stage.checkpoint(conn, world.ws)
+        behind = backend_for(world.store).position(stage.consumer_name(world.ws), conn)
     world.feed([order("eve", 1, 10)])  # the next batch: the range is recovered
     survivor = world.profile("user_id:dan")
     assert survivor in (dan, anon)
@@ -398,7 +399,7 @@ def test_a_crash_between_the_batch_and_the_audience_step_is_recovered(world, mon
     gone = ({dan, anon} - {survivor}).pop()
     assert world.profile_audiences(gone) == {"audiences": [], "computed_traits": {}}
     with world.store.engine.connect() as conn:
-        assert stage.checkpoint(conn, world.ws) > behind
+        assert backend_for(world.store).position(stage.consumer_name(world.ws), conn) > behind
     # the state is what the batch path finds over the lake
     report = scheduler.reconcile(world.store, world.ws, world.lake_dir, NOW)
     assert (report.entered, report.exited) == (0, 0)

@@ -34,7 +34,6 @@ from plait.store import Store
 from plait.store.bulk import select_in
 from plait.store.db import now_ms
 from plait.store.locks import workspace_lock
-from plait.store.schema import checkpoints
 
 logger = logging.getLogger("plait.audiences")
 
@@ -133,15 +132,6 @@ def update_audiences(batch: Batch) -> None:
 # Following the pipeline ------------------------------------------------------------------
 
 
-def checkpoint(conn: sa.Connection, workspace_id: str) -> int | None:
-    """Where the audience step is (None: never recorded)."""
-    return conn.execute(
-        sa.select(checkpoints.c.log_offset).where(
-            checkpoints.c.consumer == consumer_name(workspace_id)
-        )
-    ).scalar()
-
-
 def prepare(conn: sa.Connection, log: LogBackend, workspace_id: str, after: int, last: int
             ) -> bool:  # fmt: skip
     """In the pipeline's transaction of a batch (the messages after ``after`` up to
@@ -151,7 +141,7 @@ def prepare(conn: sa.Connection, log: LogBackend, workspace_id: str, after: int,
     if engine.DEFINITIONS.get(conn, workspace_id).empty:
         log.save_checkpoint(consumer_name(workspace_id), last, conn)
         return False
-    if checkpoint(conn, workspace_id) is None:
+    if log.position(consumer_name(workspace_id), conn) is None:
         log.save_checkpoint(consumer_name(workspace_id), after, conn)
     return True
 
@@ -161,16 +151,16 @@ def follow(
 ) -> None:
     """After the pipeline committed the messages after ``after`` up to ``last`` (``batch``:
     the ones it processed, None if it skipped them all): evaluate, then apply."""
-    log = backend_for(store)
+    log, consumer = backend_for(store), consumer_name(workspace_id)
     try:
         done = None
         with store.engine.connect() as conn:  # no write lock: ingestion goes on meanwhile
             defs = engine.DEFINITIONS.get(conn, workspace_id)
-            if batch is not None and not defs.empty and checkpoint(conn, workspace_id) == after:
+            if batch is not None and not defs.empty and log.position(consumer, conn) == after:
                 done = evaluate_batch(conn, batch, defs, now)
         with store.write(derived=True) as conn:
             workspace_lock(conn, workspace_id)
-            at = checkpoint(conn, workspace_id)
+            at = log.position(consumer, conn)
             at = after if at is None else at  # (removed meanwhile by a rebuild)
             if at >= last:
                 return  # another worker applied it
@@ -180,7 +170,7 @@ def follow(
                     apply_evaluated(conn, workspace_id, defs, done, now)
             elif not current.empty:
                 recover(conn, workspace_id, current, at, last, now)
-            log.save_checkpoint(consumer_name(workspace_id), last, conn)
+            log.save_checkpoint(consumer, last, conn)
     except (sa.exc.OperationalError, sa.exc.InterfaceError):
         raise  # the store is unavailable or busy: the next batch starts from the checkpoint
     except Exception:
@@ -190,8 +180,8 @@ def follow(
         AUDIENCE_PASSED_OVER.inc()
         with store.write(derived=True) as conn:
             workspace_lock(conn, workspace_id)
-            if (checkpoint(conn, workspace_id) or 0) < last:
-                log.save_checkpoint(consumer_name(workspace_id), last, conn)
+            if (log.position(consumer, conn) or 0) < last:
+                log.save_checkpoint(consumer, last, conn)
 
 
 def recover(

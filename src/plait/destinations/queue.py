@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from plait.log import LogBackend
 from plait.store.bulk import insert_rows, select_in
-from plait.store.schema import checkpoints, deliveries, destination_stats
+from plait.store.schema import deliveries, destination_stats
 
 LEASE_MS = 15_000
 
@@ -47,12 +47,8 @@ def backoff_ms(attempts: int, first: float, most: float) -> int:
 
 
 def checkpoint(log: LogBackend, conn: sa.Connection, workspace_id: str, key: str) -> int | None:
-    found = conn.execute(
-        sa.select(checkpoints.c.log_offset).where(
-            checkpoints.c.consumer == consumer_name(workspace_id, key)
-        )
-    ).scalar()
-    return found
+    """Where the destination is in the log (None: not started)."""
+    return log.position(consumer_name(workspace_id, key), conn)
 
 
 def queued_persons(

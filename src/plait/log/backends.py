@@ -134,6 +134,12 @@ class LogBackend:
         query = sa.select(checkpoints.c.log_offset).where(checkpoints.c.consumer == consumer)
         return conn.execute(query).scalar() or 0
 
+    def position(self, consumer: str, conn: sa.Connection) -> int | None:
+        """A reader's checkpoint, or None when it never recorded one (``checkpoint``
+        says 0 then)."""
+        query = sa.select(checkpoints.c.log_offset).where(checkpoints.c.consumer == consumer)
+        return conn.execute(query).scalar()
+
     def save_checkpoint(self, consumer: str, offset: int, conn: sa.Connection | None = None):
         """Record a reader's position; pass ``conn`` to commit it with the reader's effects."""
         if conn is None:
