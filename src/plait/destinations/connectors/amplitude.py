@@ -27,23 +27,17 @@ from plait.destinations.connectors.base import (
     Connector,
     Item,
     Outcome,
+    event_name,
     known_settings,
     outcome_of,
     outcome_of_error,
     require_url,
+    time_ms,
 )
-from plait.spec.timestamps import parse_timestamp
 from plait.store.workspaces import Invalid
 
 SETTINGS = {"api_key", "endpoint", "min_id_length"}
 NAMED = ("events_with_invalid_fields", "events_with_missing_fields")
-
-
-def _ms(text: Any) -> int | None:
-    try:
-        return int(parse_timestamp(text).timestamp() * 1000)
-    except (TypeError, ValueError):
-        return None
 
 
 class Amplitude(Connector):
@@ -76,16 +70,10 @@ class Amplitude(Connector):
         if kind == "identify":
             event["event_type"] = "$identify"
             event["user_properties"] = {"$set": message.get("traits") or {}}
-        elif kind in ("page", "screen"):
-            name = message.get("name")
-            event["event_type"] = (
-                f"Viewed {name} {kind.title()}" if name else (f"Loaded a {kind.title()}")
-            )
-            event["event_properties"] = message.get("properties") or {}
         else:
-            event["event_type"] = str(message.get("event") or "")
+            event["event_type"] = event_name(message)
             event["event_properties"] = message.get("properties") or {}
-        if (ms := _ms(message.get("timestamp"))) is not None:
+        if (ms := time_ms(message)) is not None:
             event["time"] = ms
         context = message.get("context") or {}
         if context.get("ip"):

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import orjson
 
+from plait.spec.timestamps import parse_timestamp
 from plait.store.workspaces import Invalid
 
 RESPONSE_CHARS = 1000  # of a response body kept with a delivery
@@ -50,6 +51,45 @@ class Item:
         if self._message is None:
             self._message = orjson.loads(self._raw)
         return self._message
+
+
+AUDIENCE_EVENTS = {"Audience Entered": True, "Audience Exited": False}
+
+
+def event_name(message: dict[str, Any]) -> str:
+    """A track's event; a page or screen as ``Viewed <name> Page`` / ``Viewed <name>
+    Screen`` (``Loaded a Page`` without a name), as Segment's vendor destinations name them."""
+    kind = message.get("type")
+    if kind in ("page", "screen"):
+        name = message.get("name")
+        return f"Viewed {name} {kind.title()}" if name else f"Loaded a {kind.title()}"
+    return str(message.get("event") or "")
+
+
+def time_ms(message: dict[str, Any], field: str = "timestamp") -> int | None:
+    """A message's time in milliseconds since the epoch (None when it has none)."""
+    try:
+        return int(parse_timestamp(message.get(field)).timestamp() * 1000)
+    except (TypeError, ValueError):
+        return None
+
+
+def memberships(message: dict[str, Any]) -> dict[str, bool]:
+    """The audiences a message of the audience step moves a person into (True) or out of:
+    an identify with ``context.personas.computation_class: audience`` and the audience's
+    flag, or "Audience Entered" / "Audience Exited" with ``properties.audience_key``."""
+    if message.get("type") == "identify":
+        personas = (message.get("context") or {}).get("personas") or {}
+        traits = message.get("traits") if isinstance(message.get("traits"), dict) else {}
+        key = personas.get("computation_key")
+        if personas.get("computation_class") == "audience" and isinstance(key, str) \
+                and isinstance(traits.get(key), bool):  # fmt: skip
+            return {key: traits[key]}
+    elif message.get("type") == "track" and message.get("event") in AUDIENCE_EVENTS:
+        key = (message.get("properties") or {}).get("audience_key")
+        if isinstance(key, str):
+            return {key: AUDIENCE_EVENTS[message["event"]]}
+    return {}
 
 
 def retry_after(value: str | None) -> float | None:

@@ -22,12 +22,13 @@ from plait.destinations.connectors.base import (
     Connector,
     Item,
     Outcome,
+    event_name,
     known_settings,
     outcome_of,
     outcome_of_error,
     require_url,
+    time_ms,
 )
-from plait.spec.timestamps import parse_timestamp
 from plait.store.workspaces import Invalid
 
 SETTINGS = {"project_id", "username", "secret", "endpoint"}
@@ -57,12 +58,6 @@ class Mixpanel(Connector):
                 "secret": str(settings["secret"]), "endpoint": endpoint.rstrip("/")}  # fmt: skip
 
     def payload(self, message: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
-        kind = message.get("type")
-        if kind in ("page", "screen"):
-            name = message.get("name")
-            event = f"Viewed {name} {kind.title()}" if name else f"Loaded a {kind.title()}"
-        else:
-            event = str(message.get("event") or "")
         props = dict(message.get("properties") or {})
         who = (
             message.get("userId")
@@ -70,14 +65,12 @@ class Mixpanel(Connector):
             else message.get("anonymousId")
         )
         props["distinct_id"] = "" if who is None else str(who)
-        try:
-            props["time"] = int(parse_timestamp(message.get("timestamp")).timestamp() * 1000)
-        except (TypeError, ValueError):
-            pass
+        if (ms := time_ms(message)) is not None:
+            props["time"] = ms
         context = message.get("context") or {}
         if context.get("ip"):
             props["ip"] = context["ip"]
-        return {"event": event, "properties": props}
+        return {"event": event_name(message), "properties": props}
 
     async def send(
         self, client: httpx.AsyncClient, settings: dict[str, Any], items: list[Item],

@@ -31,11 +31,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from plait.destinations.connectors.base import Connector, Item, Outcome, known_settings
+from plait.destinations.connectors.base import (
+    Connector,
+    Item,
+    Outcome,
+    known_settings,
+    memberships,
+)
 from plait.store.workspaces import Invalid
 
 SETTINGS = {"url", "prefix", "ttl_days"}
-AUDIENCE_EVENTS = {"Audience Entered": True, "Audience Exited": False}
 
 
 def keys(prefix: str, workspace_id: str) -> dict[str, str]:
@@ -47,20 +52,8 @@ def keys(prefix: str, workspace_id: str) -> dict[str, str]:
 
 def changes(msg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bool]]:
     """(traits to set, None to remove; audience key -> inside) a message carries."""
-    personas = (msg.get("context") or {}).get("personas") or {}
-    if msg.get("type") == "identify":
-        traits = msg.get("traits") if isinstance(msg.get("traits"), dict) else {}
-        audiences = {}
-        if personas.get("computation_class") == "audience":
-            key = personas.get("computation_key")
-            if isinstance(key, str) and isinstance(traits.get(key), bool):
-                audiences[key] = traits[key]
-        return dict(traits), audiences
-    if msg.get("type") == "track" and msg.get("event") in AUDIENCE_EVENTS:
-        key = (msg.get("properties") or {}).get("audience_key")
-        if isinstance(key, str):
-            return {}, {key: AUDIENCE_EVENTS[msg["event"]]}
-    return {}, {}
+    traits = msg.get("traits") if msg.get("type") == "identify" else None
+    return (dict(traits) if isinstance(traits, dict) else {}), memberships(msg)
 
 
 class RedisProfiles(Connector):
