@@ -299,3 +299,23 @@ def test_an_audience_entry_sends_an_email_over_smtp_from_a_template(world):
         assert "no 'email' address" in responses[1]
     finally:
         smtp.stop()
+
+
+def test_an_audience_full_sync_reaches_a_mapping_connector_in_its_format(world):
+    from plait.audiences import manage as audience_docs
+
+    at = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    audiences = [{"key": "buyers", "emit": "identify", "definition":
+                  'performed "Order Completed" at least 1 times in last 30 days'}]  # fmt: skip
+    audience_docs.save(world.repo, world.ws, {"audiences": audiences})
+    world.feed([{"type": "track", "userId": "user-00001", "event": "Order Completed",
+                 "timestamp": at}])  # fmt: skip
+    with WebhookServer(amplitude_server("amp-key")) as server:
+        manage.put(world.repo, world.ws, {"key": "amp", "type": "amplitude",
+                                          "audiences": ["buyers"], "settings": {
+            "api_key": "amp-key", "endpoint": server.url.removesuffix("/hook")}})  # fmt: skip
+        world.drain()  # the full sync, mapped like any message
+        assert [r.status for r in server.requests] == [200]
+        (event,) = server.requests[0].json["events"]
+        assert event["event_type"] == "$identify" and event["user_id"] == "user-00001"
+        assert event["user_properties"] == {"$set": {"buyers": True}}

@@ -19,6 +19,7 @@ class Received:
     headers: dict[str, str]  # names lower-cased
     body: bytes
     status: int  # what the server answered
+    method: str = "POST"
 
     @property
     def json(self) -> Any:
@@ -52,7 +53,7 @@ class WebhookServer:
             def do_POST(self) -> None:  # noqa: N802 (the standard library's name)
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 got = Received(self.path, {k.lower(): v for k, v in self.headers.items()},
-                               body, 0)  # fmt: skip
+                               body, 0, self.command)  # fmt: skip
                 if server.delay:
                     time.sleep(server.delay)
                 with server._lock:
@@ -69,6 +70,8 @@ class WebhookServer:
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
+
+            do_PUT = do_PATCH = do_DELETE = do_GET = do_POST  # noqa: N815 (as above)
 
             def log_message(self, *args) -> None:
                 pass

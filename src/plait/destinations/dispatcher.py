@@ -436,10 +436,11 @@ class Dispatcher:
         found = []
         for h in heads:
             message = None
-            if h.payload is not None:  # a forwarded deletion, in the connector's form already
+            if h.person.startswith(queue.DELETION):  # in the connector's form already
                 key = queue.delivery_key(dest.key, h.log_offset)
                 message = Message(h.log_offset, h.person, Item(key, raw=h.payload.encode()))
-            elif (payload := payloads.get(h.log_offset)) is not None:  # None: erased since
+            # A message of its own (an audience's full sync), else the log's (None: erased).
+            elif (payload := h.payload or payloads.get(h.log_offset)) is not None:
                 profile = None if h.person.startswith("message:") else h.person
                 reads = dest.connector.maps or bool(shapes.for_destination(dest.name))
                 msg = loads(payload) if reads else None

@@ -53,7 +53,7 @@ def forward_deletions(store: Store, erasure: Erasure) -> list[str]:
     with store.write() as conn:
         for dest in targets:
             rows = [{
-                "log_offset": base - i, "person": f"deletion:{user_id}", "status": "queued",
+                "log_offset": base - i, "person": f"{queue.DELETION}{user_id}", "status": "queued",
                 "attempts": 0, "next_attempt_at": 0,
                 "payload": orjson.dumps(dest.connector.deletion(user_id, stamp,
                                                                 dest.settings)).decode(),

@@ -20,6 +20,7 @@ from plait.store.bulk import insert_rows, select_in
 from plait.store.schema import deliveries, destination_stats
 
 LEASE_MS = 15_000
+DELETION = "deletion:"  # the person of a forwarded deletion (its user id follows)
 
 
 def consumer_name(workspace_id: str, key: str) -> str:
