@@ -132,6 +132,7 @@ def run_pipeline_process(server_pid: int) -> None:
     import threading
     import time
 
+    from plait.collect import reverse_etl
     from plait.destinations.dispatcher import Dispatcher
     from plait.observability import configure_logging
     from plait.pipeline.runner import Pipeline
@@ -150,6 +151,7 @@ def run_pipeline_process(server_pid: int) -> None:
     store = open_configured_store()
     if settings.delivery:
         Dispatcher(store, settings.delivery_poll_seconds).start()
+    reverse_etl.Scheduler(store, settings.resolved_lake_dir()).start()
     Pipeline(store, **settings.pipeline_options()).run_forever(settings.pipeline_poll_seconds)
 
 
@@ -629,6 +631,7 @@ def worker_command(
     at a time."""
     import asyncio
 
+    from plait.collect import reverse_etl
     from plait.destinations.dispatcher import Dispatcher
     from plait.observability import configure_logging
     from plait.pipeline.runner import Pipeline
@@ -641,7 +644,9 @@ def worker_command(
     pipeline = Pipeline(store, **settings.pipeline_options())
     dispatcher = Dispatcher(store, settings.delivery_poll_seconds) if settings.delivery else None
     if once:
-        console.print(f"processed {pipeline.catch_up():,} messages")
+        synced = reverse_etl.run_due(store, settings.resolved_lake_dir())
+        console.print(f"processed {pipeline.catch_up():,} messages"
+                      + (f"; ran syncs {', '.join(synced)}" if synced else ""))  # fmt: skip
         pipeline.run_audience_scheduler()
         if dispatcher is not None:
             asyncio.run(dispatcher.drain())
@@ -649,11 +654,13 @@ def worker_command(
     console.print("Pipeline worker running (Ctrl-C stops it)")
     if dispatcher is not None:
         dispatcher.start()
+    syncs = reverse_etl.Scheduler(store, settings.resolved_lake_dir()).start()
     try:
         pipeline.run_forever(interval or settings.pipeline_poll_seconds)
     except KeyboardInterrupt:
         console.print("stopped")
     finally:
+        syncs.stop()
         if dispatcher is not None:
             dispatcher.stop()
 
@@ -786,3 +793,8 @@ register_audiences(app)
 from plait.cli_destinations import register as register_destinations  # noqa: E402
 
 register_destinations(app)
+
+# Reverse ETL (plait/cli_syncs.py): plait syncs.
+from plait.cli_syncs import register as register_syncs  # noqa: E402
+
+register_syncs(app)

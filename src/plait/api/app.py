@@ -20,7 +20,9 @@ from plait.api import (
     lake_api,
     privacy_api,
     profile_api,
+    syncs_api,
 )
+from plait.collect import reverse_etl
 from plait.collect.bodies import BodyError, read_body
 from plait.collect.guard import IngestGuards
 from plait.collect.http import CollectApp
@@ -84,10 +86,12 @@ class PlaitApp:
                 *lake_api.routes,
                 *audiences_api.routes,
                 *destinations_api.routes,
+                *syncs_api.routes,
             ]
         )
         self.collect: CollectApp | None = None
         self.dispatcher: Dispatcher | None = None
+        self.syncs: reverse_etl.Scheduler | None = None
 
     async def startup(self) -> None:
         if self.store is None:
@@ -107,6 +111,8 @@ class PlaitApp:
             if self.settings.delivery:
                 self.dispatcher = Dispatcher(self.store, self.settings.delivery_poll_seconds)
                 self.dispatcher.start()
+            self.syncs = reverse_etl.Scheduler(self.store, self.settings.resolved_lake_dir())
+            self.syncs.start()
         self.writer = LogWriter(log, self.settings.max_pending_messages, self._on_commit)
         self.writer.start()
         workspaces = Workspaces(self.store)
@@ -139,6 +145,9 @@ class PlaitApp:
         if self.dispatcher is not None:
             await run_in_threadpool(self.dispatcher.stop)
             self.dispatcher = None
+        if self.syncs is not None:
+            await run_in_threadpool(self.syncs.stop)
+            self.syncs = None
 
     async def __call__(self, scope, receive, send) -> None:
         kind = scope["type"]

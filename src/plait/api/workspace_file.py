@@ -13,6 +13,7 @@
     computed_traits: [...]        # computed traits and audiences (plait.audiences)
     audiences: [...]
     destinations: [...]           # delivery (plait.destinations; secrets exported masked)
+    reverse_etl: [...]            # scheduled SQL into the pipeline (plait.collect.reverse_etl)
 
 Sources are matched by name. A new source gets a write key, returned once by ``apply``;
 keys are secrets and never appear in the file. Sources missing from the file are left as
@@ -29,6 +30,7 @@ import yaml
 
 from plait.audiences import manage as audience_docs
 from plait.audiences.definitions import SECTIONS as AUDIENCE_SECTIONS
+from plait.collect import reverse_etl
 from plait.destinations import manage as destination_docs
 from plait.destinations.config import SECTION as DESTINATIONS
 from plait.destinations.config import compile_destinations, masked
@@ -94,6 +96,8 @@ def apply(repo: Workspaces, doc: dict[str, Any], prune: bool = False, keyring=No
         audience_docs.check(repo, workspace["id"], audiences)
     if DESTINATIONS in doc:
         compile_destinations(doc[DESTINATIONS])
+    if reverse_etl.SECTION in doc:
+        reverse_etl.compile_syncs(doc[reverse_etl.SECTION])
     existing = {s["name"]: s for s in repo.list_sources(workspace["id"])}
     listed = set()
     for index, item in enumerate(doc.get("sources") or []):
@@ -125,6 +129,9 @@ def apply(repo: Workspaces, doc: dict[str, Any], prune: bool = False, keyring=No
     if DESTINATIONS in doc:
         if destination_docs.save(repo, workspace["id"], doc[DESTINATIONS] or []):
             result.updated.append(DESTINATIONS)
+    if reverse_etl.SECTION in doc:  # after the sources and destinations it names
+        if reverse_etl.save(repo, workspace["id"], doc[reverse_etl.SECTION] or []):
+            result.updated.append(reverse_etl.SECTION)
     if prune:
         for name, source in existing.items():
             if name not in listed and source["enabled"]:
@@ -147,4 +154,6 @@ def export(repo: Workspaces, workspace_ref: str) -> str:
     }
     if found := destination_docs.documents(repo, workspace["id"]):
         doc[DESTINATIONS] = [masked(d) for d in found]  # applied back, masks keep secrets
+    if found := reverse_etl.documents(repo, workspace["id"]):
+        doc[reverse_etl.SECTION] = [reverse_etl.masked(d) for d in found]
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)

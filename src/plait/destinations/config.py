@@ -65,7 +65,7 @@ class Destination:
     doc: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
-def _seconds(value: Any, where: str) -> float:
+def duration_seconds(value: Any, where: str) -> float:
     """A duration: seconds (a number) or text such as ``4 hours``."""
     if isinstance(value, bool):
         raise Invalid(where, "must be a number of seconds or a duration such as '4 hours'")
@@ -141,9 +141,11 @@ def compile_destination(doc: Any, where: str = "destination") -> Destination:
     if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)
                              or not 0 < rate <= 100_000):  # fmt: skip
         raise Invalid(f"{where}.rate_limit", "must be requests a second, more than 0")
-    retry = _seconds(doc.get("retry_period", DEFAULT_RETRY_SECONDS), f"{where}.retry_period")
-    backoff = _seconds(doc.get("backoff", DEFAULT_BACKOFF_SECONDS), f"{where}.backoff")
-    most = _seconds(doc.get("max_backoff", DEFAULT_MAX_BACKOFF_SECONDS), f"{where}.max_backoff")
+    retry = duration_seconds(doc.get("retry_period", DEFAULT_RETRY_SECONDS),
+                             f"{where}.retry_period")  # fmt: skip
+    backoff = duration_seconds(doc.get("backoff", DEFAULT_BACKOFF_SECONDS), f"{where}.backoff")
+    most = duration_seconds(doc.get("max_backoff", DEFAULT_MAX_BACKOFF_SECONDS),
+                            f"{where}.max_backoff")  # fmt: skip
     if most < backoff:
         raise Invalid(f"{where}.max_backoff", "must be at least backoff")
     return Destination(

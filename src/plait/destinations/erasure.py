@@ -49,12 +49,12 @@ def forward_deletions(store: Store, erasure: Erasure) -> list[str]:
         return []
     now = int(time.time() * 1000)
     stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    base = -time.time_ns() // 1000  # below every log offset, unique per deletion
+    offsets = queue.own_offsets(len(user_ids))
     with store.write() as conn:
         for dest in targets:
             rows = [{
-                "log_offset": base - i, "person": f"{queue.DELETION}{user_id}", "status": "queued",
-                "attempts": 0, "next_attempt_at": 0,
+                "log_offset": offsets[i], "person": f"{queue.DELETION}{user_id}",
+                "status": "queued", "attempts": 0, "next_attempt_at": 0,
                 "payload": orjson.dumps(dest.connector.deletion(user_id, stamp,
                                                                 dest.settings)).decode(),
             } for i, user_id in enumerate(user_ids)]  # fmt: skip

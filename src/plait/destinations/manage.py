@@ -4,7 +4,6 @@ message's delivery status everywhere, and replay dead letters or a time range.""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,14 +100,14 @@ def full_sync(store: Store, workspace_id: str, key: str, audiences: list[str]) -
                    audience_members.c.audience_key.in_(audiences))
             .order_by(audience_members.c.profile_id)
         ).all()  # fmt: skip
-    base = -time.time_ns() // 1000
     for i in range(0, len(members), 5000):
         part = members[i : i + 5000]
         with store.write() as conn:
             messages = change_messages(
                 conn, workspace_id, defs, [("audience", a, pid, True) for a, pid in part], now
             )
-            rows = [{"log_offset": base - total - n,
+            offsets = queue.own_offsets(len(messages))
+            rows = [{"log_offset": offsets[n],
                      "person": m["context"]["personas"]["profile_id"], "status": "queued",
                      "attempts": 0, "next_attempt_at": 0,
                      "payload": orjson.dumps({**m, "receivedAt": _iso(now)}).decode()}

@@ -10,6 +10,8 @@ lowest offset, and it is the only one of that person sent.
 from __future__ import annotations
 
 import random
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -21,6 +23,22 @@ from plait.store.schema import deliveries, destination_stats
 
 LEASE_MS = 15_000
 DELETION = "deletion:"  # the person of a forwarded deletion (its user id follows)
+OWN_BASE = 1 << 62  # own offsets lie below every log offset, from -OWN_BASE up
+
+_own_lock = threading.Lock()
+_own_next = 0
+
+
+def own_offsets(n: int) -> range:
+    """``n`` offsets for messages queued without a log offset of their own (an audience's
+    full sync, a forwarded deletion, a reverse ETL row): negative, so before every log
+    message, and rising with time, so a person's later ones go after the earlier ones.
+    Unique in the process; one per microsecond of the clock across processes."""
+    global _own_next
+    with _own_lock:
+        start = max(time.time_ns() // 1000, _own_next)
+        _own_next = start + n
+    return range(start - OWN_BASE, start - OWN_BASE + n)
 
 
 def consumer_name(workspace_id: str, key: str) -> str:

@@ -453,3 +453,22 @@ destination_stats = sa.Table(  # counters and the last response, per destination
     sa.Column("owner", sa.String(64)),
     sa.Column("lease_until", sa.BigInteger),
 )
+
+# Reverse ETL (issue 6): each sync's cursor and last run; its definition is the workspace's
+# "reverse_etl" setting.
+
+sync_runs = sa.Table(
+    "sync_runs",
+    metadata,
+    sa.Column("workspace_id", sa.String(64), primary_key=True),
+    sa.Column("sync", sa.String(100), primary_key=True),
+    sa.Column("cursor", sa.Text),  # JSON {"kind", "value"}: rows after it are read next
+    sa.Column("running_since", sa.BigInteger),  # one run at a time (several workers)
+    sa.Column("last_run_at", sa.BigInteger),
+    sa.Column("last_status", sa.String(8)),  # ok / failed
+    sa.Column("last_error", sa.Text),
+    sa.Column("last_rows", sa.BigInteger, nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),  # read, over every run
+    sa.Column("sent", sa.BigInteger, nullable=False),  # into the log or the destination's queue
+    sa.Column("rejected", sa.BigInteger, nullable=False),
+)

@@ -26,6 +26,7 @@ SCOPES = frozenset(
         "profiles:read", "profiles:write", "governance:read", "governance:write",
         "privacy:read", "privacy:write", "pii:read", "audit:read", "lake:read",
         "audiences:read", "audiences:write", "destinations:read", "destinations:write",
+        "syncs:read", "syncs:write",
     }
 )  # fmt: skip
 TOKEN_PREFIX = "plt_"
