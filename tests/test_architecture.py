@@ -25,6 +25,17 @@ ALLOWED = {
     "audiences": {"spec", "log", "store", "identity", "profiles", "govern", "lake"},
     # delivery: follows the processed log (as the lake's export does) after the pipeline
     "destinations": {"spec", "log", "store", "identity", "profiles", "govern", "lake", "audiences"},
+    # reverse ETL: queries over databases and the lake, into the log or a destination's queue
+    "reverse_etl": {
+        "spec",
+        "log",
+        "store",
+        "govern",
+        "identity",
+        "collect",
+        "lake",
+        "destinations",
+    },  # fmt: skip
     "api": {
         "spec",
         "log",
@@ -37,6 +48,7 @@ ALLOWED = {
         "lake",
         "audiences",
         "destinations",
+        "reverse_etl",
     },
 }
 

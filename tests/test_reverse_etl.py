@@ -17,12 +17,14 @@ from destination_world import DeliveryWorld
 from typer.testing import CliRunner
 from webhook_server import WebhookServer
 
+from plait import reverse_etl
 from plait.api import workspace_file
-from plait.collect import reverse_etl
 from plait.destinations import manage
 from plait.identity.explain import find_profile
 from plait.identity.rules import default_rules
 from plait.lake import use_lake_dir
+from plait.reverse_etl import runs
+from plait.store.db import now_ms
 from plait.store.schema import log_messages, traits
 from plait.store.workspaces import Invalid, NotFound
 
@@ -121,7 +123,7 @@ def test_a_database_sync_sends_new_and_changed_rows_as_identify_calls(world, crm
 def test_rows_sharing_a_cursor_value_across_chunks_survive_a_crash(world, crm, monkeypatch):
     crm.put([(f"u{i}", f"u{i}@x.io", "free", i, 0 if i < 3 else 1) for i in range(5)])
     reverse_etl.put(world.repo, world.ws, crm_sync(crm, chunk_size=2))
-    real = reverse_etl.prepare
+    real = runs.prepare
     calls = {"n": 0}
 
     def dies_on_the_second_chunk(*args, **kwargs):
@@ -130,14 +132,14 @@ def test_rows_sharing_a_cursor_value_across_chunks_survive_a_crash(world, crm, m
             raise RuntimeError("the process dies")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(reverse_etl, "prepare", dies_on_the_second_chunk)
+    monkeypatch.setattr(runs, "prepare", dies_on_the_second_chunk)
     with pytest.raises(RuntimeError):
         run(world)
     # The first chunk's rows share their cursor value with the next chunk's first row: the
     # cursor did not pass it, so nothing is skipped.
     assert reverse_etl.status(world.store, world.ws, "crm")["cursor"] is None
     assert reverse_etl.status(world.store, world.ws, "crm")["last_status"] == "failed"
-    monkeypatch.setattr(reverse_etl, "prepare", real)
+    monkeypatch.setattr(runs, "prepare", real)
     result = run(world)
     assert (result.rows, result.sent, result.repeats) == (5, 3, 2)
     assert all(profile_traits(world, f"u{i}")["seats"] == i for i in range(5))
@@ -241,7 +243,7 @@ def test_due_syncs_run_on_their_schedule_and_a_failing_one_does_not_stop_the_oth
         {**crm_sync(crm, every="1 hour"), "key": "broken", "query": "SELECT nonsense"},
         {**crm_sync(crm), "key": "by_hand"},
     ])  # fmt: skip
-    now = reverse_etl.now_ms()
+    now = now_ms()
     assert sorted(reverse_etl.run_due(world.store, world.lake, now)) == ["broken", "crm"]
     assert reverse_etl.run_due(world.store, world.lake, now + 60_000) == []
     assert reverse_etl.run_due(world.store, world.lake, now + 16 * 60_000) == ["crm"]

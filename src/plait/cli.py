@@ -132,7 +132,7 @@ def run_pipeline_process(server_pid: int) -> None:
     import threading
     import time
 
-    from plait.collect import reverse_etl
+    from plait import reverse_etl
     from plait.destinations.dispatcher import Dispatcher
     from plait.observability import configure_logging
     from plait.pipeline.runner import Pipeline
@@ -631,7 +631,7 @@ def worker_command(
     at a time."""
     import asyncio
 
-    from plait.collect import reverse_etl
+    from plait import reverse_etl
     from plait.destinations.dispatcher import Dispatcher
     from plait.observability import configure_logging
     from plait.pipeline.runner import Pipeline

@@ -15,8 +15,8 @@ syncs_app = typer.Typer(help="Reverse ETL: scheduled SQL into the pipeline.",
 @syncs_app.command("list")
 def list_command(workspace: str = WorkspaceOpt, as_json: bool = typer.Option(False, "--json")):
     """The syncs with their last run."""
+    from plait import reverse_etl
     from plait.api.syncs_api import describe
-    from plait.collect import reverse_etl
 
     repo, ws_id = _repo_and_workspace(workspace)
     rows = [describe(repo, ws_id, d["key"]) for d in reverse_etl.documents(repo, ws_id)]
@@ -57,7 +57,7 @@ def run_command(
     """Run a sync now: its rows become calls into the pipeline (or its destination's queue)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    from plait.collect import reverse_etl
+    from plait import reverse_etl
     from plait.settings import get_settings
     from plait.store.workspaces import NotFound
 
@@ -82,7 +82,7 @@ def run_command(
 @syncs_app.command("delete")
 def delete_command(key: str, workspace: str = WorkspaceOpt):
     """Remove a sync and its cursor."""
-    from plait.collect import reverse_etl
+    from plait import reverse_etl
     from plait.store.workspaces import NotFound
 
     repo, ws_id = _repo_and_workspace(workspace)

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from plait import reverse_etl
 from plait.api import (
     admin,
     audiences_api,
@@ -22,7 +23,6 @@ from plait.api import (
     profile_api,
     syncs_api,
 )
-from plait.collect import reverse_etl
 from plait.collect.bodies import BodyError, read_body
 from plait.collect.guard import IngestGuards
 from plait.collect.http import CollectApp

@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from plait import reverse_etl
 from plait.api.admin import ApiError, _audit, _json_body, _repo, endpoint, json_response
-from plait.collect import reverse_etl
 from plait.store.workspaces import NotFound, TokenAuth
 
 

@@ -13,7 +13,7 @@
     computed_traits: [...]        # computed traits and audiences (plait.audiences)
     audiences: [...]
     destinations: [...]           # delivery (plait.destinations; secrets exported masked)
-    reverse_etl: [...]            # scheduled SQL into the pipeline (plait.collect.reverse_etl)
+    reverse_etl: [...]            # scheduled SQL into the pipeline (plait.reverse_etl)
 
 Sources are matched by name. A new source gets a write key, returned once by ``apply``;
 keys are secrets and never appear in the file. Sources missing from the file are left as
@@ -28,9 +28,9 @@ from typing import Any
 
 import yaml
 
+from plait import reverse_etl
 from plait.audiences import manage as audience_docs
 from plait.audiences.definitions import SECTIONS as AUDIENCE_SECTIONS
-from plait.collect import reverse_etl
 from plait.destinations import manage as destination_docs
 from plait.destinations.config import SECTION as DESTINATIONS
 from plait.destinations.config import compile_destinations, masked
