@@ -17,7 +17,7 @@ from plait.destinations import manage
 from plait.destinations import warehouse_schema as ws
 from plait.destinations.dispatcher import Dispatcher
 from plait.pipeline.runner import Pipeline
-from plait.store.workspaces import Workspaces
+from plait.store.workspaces import Invalid, Workspaces
 
 
 @pytest.fixture
@@ -243,3 +243,60 @@ def test_a_duckdb_file_gets_the_same_schema_deduplicated_and_evolving(store, tmp
         ]
     finally:
         con.close()
+
+
+def test_parquet_files_get_the_same_schema_with_stable_types_and_retries_rewrite_their_file(
+    store, tmp_path
+):
+    import duckdb
+
+    from plait.destinations.connectors import CONNECTORS
+    from plait.destinations.connectors.base import Item
+
+    repo = Workspaces(store)
+    ws_id = repo.create_workspace("acme")["id"]
+    src = repo.create_source(ws_id, "Website", "javascript")[0]["id"]
+    lake = tmp_path / "export"
+    manage.put(repo, ws_id, {"key": "files", "type": "parquet", "settings": {"path": str(lake)}})
+    pipeline = Pipeline(store)
+
+    def feed(messages):
+        append(store, ws_id, messages, src)
+        while pipeline.catch_up(ws_id):
+            pass
+        asyncio.run(Dispatcher(store).drain(ws_id))
+
+    feed([{"type": "track", "userId": "ann", "event": "Order Completed",
+           "properties": {"revenue": 12.5, "productId": "p1", "tags": ["a"]},
+           "context": {"app": {"version": "3.2"}}},
+          {"type": "identify", "userId": "ann", "traits": {"plan": "pro"}}])  # fmt: skip
+    feed([{"type": "track", "userId": "bob", "event": "Order Completed",
+           "properties": {"revenue": "oops", "coupon": "X"}}])  # fmt: skip
+    con = duckdb.connect()
+    read = f"read_parquet('{lake}/order_completed/*.parquet', union_by_name = true)"
+    types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {read})"
+                             ).fetchall())  # fmt: skip
+    assert types["revenue"] == "DOUBLE" and types["product_id"] == "VARCHAR"
+    assert types["timestamp"] == "TIMESTAMP WITH TIME ZONE" and types["coupon"] == "VARCHAR"
+    rows = con.execute(f"SELECT user_id, revenue, product_id, tags, coupon, context_app_version "
+                       f"FROM {read} ORDER BY user_id").fetchall()  # fmt: skip
+    assert rows == [("ann", 12.5, "p1", '["a"]', None, "3.2"), ("bob", None, None, None, "X", None)]
+    assert con.execute(f"SELECT count(*) FROM '{lake}/tracks/*.parquet'").fetchone() == (2,)
+    assert con.execute(f"SELECT id, plan FROM '{lake}/users/*.parquet'").fetchall() == [
+        ("ann", "pro")]  # fmt: skip
+    files = sorted((lake / "tracks").glob("*.parquet"))
+    parquet = CONNECTORS["parquet"]
+    settings = parquet.check({"path": str(lake)}, "s")
+    item = Item("files-1", message={"type": "track", "messageId": "m1", "userId": "cat",
+                                    "event": "Signed Up"})  # fmt: skip
+    assert parquet.write(settings, [item])[0].ok
+    assert parquet.write(settings, [item])[0].ok  # a retry: the same file again
+    assert len(sorted((lake / "tracks").glob("*.parquet"))) == len(files) + 1
+    assert not list(lake.rglob("*.tmp"))
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where a directory should be")
+    outcome = parquet.write(parquet.check({"path": str(blocked)}, "s"), [item])[0]
+    assert not outcome.ok and outcome.retry and "Error" in outcome.response
+    with pytest.raises(Invalid, match="compression"):
+        manage.put(repo, ws_id, {"key": "f2", "type": "parquet", "settings": {
+            "path": str(lake), "compression": "lz5"}})  # fmt: skip

@@ -14,12 +14,13 @@ from plait.destinations.connectors.mailchimp import Mailchimp
 from plait.destinations.connectors.meta_capi import MetaCapi
 from plait.destinations.connectors.mixpanel import Mixpanel
 from plait.destinations.connectors.nats_stream import NatsStream
+from plait.destinations.connectors.parquet_files import ParquetFiles
 from plait.destinations.connectors.postgres import Postgres
 from plait.destinations.connectors.redis_profiles import RedisProfiles
 from plait.destinations.connectors.slack import Slack
 from plait.destinations.connectors.webhook import Webhook
 
-KINDS = (Webhook, Postgres, DuckDBFile, RedisProfiles, NatsStream, EmailSmtp, Amplitude,
+KINDS = (Webhook, Postgres, DuckDBFile, ParquetFiles, RedisProfiles, NatsStream, EmailSmtp, Amplitude,
          Mixpanel, Slack, HubSpot, Mailchimp, Braze, CustomerIo, GA4,
          MetaCapi)  # fmt: skip
 CONNECTORS: dict[str, Connector] = {kind.name: kind() for kind in KINDS}
