@@ -20,8 +20,8 @@ from plait.destinations.connectors.redis_profiles import RedisProfiles
 from plait.destinations.connectors.slack import Slack
 from plait.destinations.connectors.webhook import Webhook
 
-KINDS = (Webhook, Postgres, DuckDBFile, ParquetFiles, RedisProfiles, NatsStream, EmailSmtp, Amplitude,
-         Mixpanel, Slack, HubSpot, Mailchimp, Braze, CustomerIo, GA4,
+KINDS = (Webhook, Postgres, DuckDBFile, ParquetFiles, RedisProfiles, NatsStream, EmailSmtp,
+         Amplitude, Mixpanel, Slack, HubSpot, Mailchimp, Braze, CustomerIo, GA4,
          MetaCapi)  # fmt: skip
 CONNECTORS: dict[str, Connector] = {kind.name: kind() for kind in KINDS}
 
