@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 from conftest import require
+from destination_world import DeliveryWorld
 from log_messages import append
 
 from plait.destinations import manage
@@ -195,18 +196,10 @@ def test_a_duckdb_file_gets_the_same_schema_deduplicated_and_evolving(store, tmp
     from plait.destinations.connectors import CONNECTORS
     from plait.destinations.dispatcher import Dispatcher
 
-    repo = Workspaces(store)
-    ws_id = repo.create_workspace("acme")["id"]
-    src = repo.create_source(ws_id, "Website", "javascript")[0]["id"]
+    world = DeliveryWorld(store)
+    repo, ws_id, feed = world.repo, world.ws, world.feed
     path = tmp_path / "events.duckdb"
     manage.put(repo, ws_id, {"key": "file", "type": "duckdb", "settings": {"path": str(path)}})
-    pipeline = Pipeline(store)
-
-    def feed(messages):
-        append(store, ws_id, messages, src)
-        while pipeline.catch_up(ws_id):
-            pass
-        asyncio.run(Dispatcher(store).drain(ws_id))
 
     feed(
         [
@@ -253,18 +246,10 @@ def test_parquet_files_get_the_same_schema_with_stable_types_and_retries_rewrite
     from plait.destinations.connectors import CONNECTORS
     from plait.destinations.connectors.base import Item
 
-    repo = Workspaces(store)
-    ws_id = repo.create_workspace("acme")["id"]
-    src = repo.create_source(ws_id, "Website", "javascript")[0]["id"]
+    world = DeliveryWorld(store)
+    repo, ws_id, feed = world.repo, world.ws, world.feed
     lake = tmp_path / "export"
     manage.put(repo, ws_id, {"key": "files", "type": "parquet", "settings": {"path": str(lake)}})
-    pipeline = Pipeline(store)
-
-    def feed(messages):
-        append(store, ws_id, messages, src)
-        while pipeline.catch_up(ws_id):
-            pass
-        asyncio.run(Dispatcher(store).drain(ws_id))
 
     feed([{"type": "track", "userId": "ann", "event": "Order Completed",
            "properties": {"revenue": 12.5, "productId": "p1", "tags": ["a"]},

@@ -25,6 +25,7 @@ the API (``masked``).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,19 +159,26 @@ def compile_destination(doc: Any, where: str = "destination") -> Destination:
     )  # fmt: skip
 
 
-def compile_destinations(docs: Any) -> dict[str, Destination]:
-    """The section's destinations by key; raises Invalid naming the field."""
+def compile_keyed(docs: Any, section: str, what: str, compile_one: Callable[[Any, str], Any]
+                  ) -> dict[str, Any]:  # fmt: skip
+    """A section that is a list of documents with unique keys (destinations, syncs),
+    compiled by key; raises Invalid naming the field."""
     if docs is None:
         return {}
     if not isinstance(docs, list):
-        raise Invalid(SECTION, "must be a list of destinations")
-    found: dict[str, Destination] = {}
+        raise Invalid(section, f"must be a list of {what}")
+    found: dict[str, Any] = {}
     for i, doc in enumerate(docs):
-        destination = compile_destination(doc, f"{SECTION}[{i}]")
-        if destination.key in found:
-            raise Invalid(f"{SECTION}[{i}].key", f"{destination.key!r} is used twice")
-        found[destination.key] = destination
+        compiled = compile_one(doc, f"{section}[{i}]")
+        if compiled.key in found:
+            raise Invalid(f"{section}[{i}].key", f"{compiled.key!r} is used twice")
+        found[compiled.key] = compiled
     return found
+
+
+def compile_destinations(docs: Any) -> dict[str, Destination]:
+    """The section's destinations by key; raises Invalid naming the field."""
+    return compile_keyed(docs, SECTION, "destinations", compile_destination)
 
 
 def masked(doc: dict[str, Any]) -> dict[str, Any]:

@@ -313,18 +313,17 @@ class Dispatcher:
                                     Item(queue.delivery_key(dest.key, offset),
                                          raw=payload.encode(), profile_id=pid))
                             for offset, _, _, mid, _, _, pid, _, _, payload in rows]  # fmt: skip
-                rows_left: list = []
             else:
-                rows_left = rows
-            for row in rows_left:
-                msg = loads(row.payload) if reads else None
-                item = None
-                if admits(dest, target.source_ids, row, msg, consent, prefs):
-                    item = item_for(dest, shapes, row.log_offset, row.payload, msg, row.profile_id)
-                if item is None:
-                    filtered += 1
-                    continue
-                messages.append(Message(row.log_offset, person_of(row), item))
+                for row in rows:
+                    msg = loads(row.payload) if reads else None
+                    item = None
+                    if admits(dest, target.source_ids, row, msg, consent, prefs):
+                        item = item_for(dest, shapes, row.log_offset, row.payload, msg,
+                                        row.profile_id)  # fmt: skip
+                    if item is None:
+                        filtered += 1
+                        continue
+                    messages.append(Message(row.log_offset, person_of(row), item))
             waiting = queue.queued_persons(conn, ws, dest.key, {m.person for m in messages})
             if dest.connector.needs_traits:
                 attach_traits(conn, [m.item for m in messages])

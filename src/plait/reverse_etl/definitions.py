@@ -14,7 +14,12 @@ from plait.collect.files import (
     FileImportError,
     parse_map,
 )
-from plait.destinations.config import KEY, compile_destinations, duration_seconds
+from plait.destinations.config import (
+    KEY,
+    compile_destinations,
+    compile_keyed,
+    duration_seconds,
+)
 from plait.destinations.config import SECTION as DESTINATIONS
 from plait.store.schema import sync_runs
 from plait.store.workspaces import Invalid, NotFound, Workspaces
@@ -148,17 +153,7 @@ def _unmasked(doc: Any, old: list[dict[str, Any]]) -> Any:
 
 
 def compile_syncs(docs: Any) -> dict[str, Sync]:
-    if docs is None:
-        return {}
-    if not isinstance(docs, list):
-        raise Invalid(SECTION, "must be a list of syncs")
-    found: dict[str, Sync] = {}
-    for i, doc in enumerate(docs):
-        sync = compile_sync(doc, f"{SECTION}[{i}]")
-        if sync.key in found:
-            raise Invalid(f"{SECTION}[{i}].key", f"{sync.key!r} is used twice")
-        found[sync.key] = sync
-    return found
+    return compile_keyed(docs, SECTION, "syncs", compile_sync)
 
 
 def documents(repo: Workspaces, workspace_id: str) -> list[dict[str, Any]]:
@@ -170,8 +165,8 @@ def check(repo: Workspaces, workspace_id: str, docs: Any,
     """The section compiled, its sources and destinations checked (``source_names``: sources
     a workspace file creates with it)."""
     syncs = compile_syncs(docs)
-    sources = {s["name"] for s in repo.list_sources(workspace_id)} | {
-        s["id"] for s in repo.list_sources(workspace_id)} | set(source_names)  # fmt: skip
+    known = repo.list_sources(workspace_id)
+    sources = {s["name"] for s in known} | {s["id"] for s in known} | set(source_names)
     targets = compile_destinations(repo.get_setting(workspace_id, DESTINATIONS) or [])
     for i, sync in enumerate(syncs.values()):
         if sync.source not in sources:
