@@ -48,6 +48,7 @@ from plait.destinations.dispatcher import CONCURRENCY, Dispatcher
 from plait.destinations.queue import consumer_name
 from plait.log import backend_for
 from plait.pipeline.runner import Pipeline
+from plait.runtime import tune_gc
 from plait.spec import Enrichment, enrich, validate
 from plait.store import open_store
 from plait.store.workspaces import Workspaces
@@ -174,6 +175,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    tune_gc()  # as plait serve and plait worker do
     print(describe())
     port = free_port()
     url = f"http://127.0.0.1:{port}/hook"

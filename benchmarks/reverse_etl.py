@@ -35,6 +35,7 @@ from psycopg import sql
 
 from plait import reverse_etl
 from plait.collect.files import FileImport, ImportOptions
+from plait.runtime import tune_gc
 from plait.store import open_store
 from plait.store.workspaces import Workspaces
 
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    tune_gc()  # as plait serve and plait worker do
     print(describe())
     table = f"bench_customers_{uuid.uuid4().hex[:8]}"
     make_table(args.url, table, args.rows)

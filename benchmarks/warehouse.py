@@ -46,6 +46,7 @@ from plait.destinations.queue import consumer_name
 from plait.destinations.warehouse_schema import tables_of
 from plait.log import backend_for
 from plait.pipeline.runner import Pipeline
+from plait.runtime import tune_gc
 from plait.spec import Enrichment, enrich, validate
 from plait.store import open_store
 from plait.store.workspaces import Workspaces
@@ -124,6 +125,7 @@ def main() -> None:
     parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    tune_gc()  # as plait serve and plait worker do
     print(describe())
     with tempfile.TemporaryDirectory(prefix="plait-warehouse-") as tmp:
         store = open_store(f"sqlite:///{Path(tmp) / 'plait.db'}")
