@@ -798,3 +798,8 @@ register_destinations(app)
 from plait.cli_syncs import register as register_syncs  # noqa: E402
 
 register_syncs(app)
+
+# Console users (plait/cli_users.py): plait users.
+from plait.cli_users import register as register_users  # noqa: E402
+
+register_users(app)

@@ -40,8 +40,9 @@ def limit_query(request: Request, default: int = 100, most: int = 1000) -> int:
     return int(text)
 
 
-def endpoint(scope: str):
-    """Authenticate the bearer token, check ``scope``, map domain errors to 4xx."""
+def endpoint(scope: str | None):
+    """Authenticate the bearer token, check ``scope`` (None: any valid token), map domain
+    errors to 4xx."""
 
     def wrap(handler: Callable):
         @functools.wraps(handler)
@@ -61,7 +62,7 @@ def endpoint(scope: str):
     return wrap
 
 
-async def _authenticate(request: Request, scope: str) -> TokenAuth:
+async def _authenticate(request: Request, scope: str | None) -> TokenAuth:
     header = request.headers.get("authorization", "")
     kind, _, secret = header.partition(" ")
     if kind.lower() != "bearer" or not secret.strip():
@@ -70,7 +71,7 @@ async def _authenticate(request: Request, scope: str) -> TokenAuth:
     auth = await run_in_threadpool(repo.authenticate_token, secret.strip())
     if auth is None:
         raise ApiError(401, "authentication_error", "unknown or revoked token")
-    if not auth.allows(scope):
+    if scope is not None and not auth.allows(scope):
         raise ApiError(403, "forbidden", f"this token lacks the {scope!r} scope")
     return auth
 
@@ -95,7 +96,7 @@ def _repo(request: Request) -> Workspaces:
 async def _audit(request: Request, auth: TokenAuth, action: str, target: str, details: dict):
     def write() -> None:
         with _repo(request).engine.begin() as conn:
-            audit.record(conn, auth.workspace_id, auth.token_id, action, target, details)
+            audit.record(conn, auth.workspace_id, auth.actor, action, target, details)
 
     await run_in_threadpool(write)
 

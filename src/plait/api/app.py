@@ -22,6 +22,7 @@ from plait.api import (
     privacy_api,
     profile_api,
     syncs_api,
+    users_api,
 )
 from plait.collect.bodies import BodyError, read_body
 from plait.collect.guard import IngestGuards
@@ -87,6 +88,7 @@ class PlaitApp:
                 *audiences_api.routes,
                 *destinations_api.routes,
                 *syncs_api.routes,
+                *users_api.routes,
             ]
         )
         self.collect: CollectApp | None = None

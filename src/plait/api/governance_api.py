@@ -50,7 +50,7 @@ def _change(request: Request, auth: TokenAuth, sections: dict[str, Any], action:
     created = documents.ensure_forwarding_sources(repo, auth.workspace_id, sections)
     changed = documents.save(repo, auth.workspace_id, sections)
     with repo.engine.begin() as conn:
-        audit.record(conn, auth.workspace_id, auth.token_id, action, ",".join(sections),
+        audit.record(conn, auth.workspace_id, auth.actor, action, ",".join(sections),
                      {"changed": changed, "sources_created": created})  # fmt: skip
     return changed
 
@@ -218,7 +218,7 @@ async def replay(request: Request, auth: TokenAuth) -> Response:
     def run() -> dict:
         result = replay_quarantine(store, auth.workspace_id, offsets)
         with store.engine.begin() as conn:
-            audit.record(conn, auth.workspace_id, auth.token_id, "quarantine.replay",
+            audit.record(conn, auth.workspace_id, auth.actor, "quarantine.replay",
                          "quarantine", result.__dict__)  # fmt: skip
         return result.__dict__
 

@@ -10,8 +10,8 @@
     GET  /api/v1/audit            ?action=&since=&until=&limit=&before=       (audit:read)
 
 A regulation runs in a thread of the server right after it is created; the answer comes at
-once, and GET /api/v1/regulations/{id} shows its status and receipt. The token's id is the
-actor in the audit log.
+once, and GET /api/v1/regulations/{id} shows its status and receipt. The actor in the
+audit log is the console user, else the token.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ async def create_regulation(request: Request, auth: TokenAuth) -> Response:
     store = request.app.state.store
     record = await run_in_threadpool(
         privacy.create_request, store, auth.workspace_id, body.get("regulationType"),
-        body.get("subjectType"), body.get("subjectIds"), auth.token_id,
+        body.get("subjectType"), body.get("subjectIds"), auth.actor,
     )  # fmt: skip
     settings = getattr(request.app.state, "settings", None)
     settle = settings.governance_cache_seconds if settings is not None else None
@@ -153,7 +153,7 @@ async def access_request(request: Request, auth: TokenAuth) -> Response:
     store = request.app.state.store
 
     document = await run_in_threadpool(
-        dsar.access_request, store, auth.workspace_id, identifier, auth.token_id
+        dsar.access_request, store, auth.workspace_id, identifier, auth.actor
     )
     return json_response(document)
 

@@ -154,7 +154,7 @@ def _decrypted(request: Request, auth: TokenAuth, workspace_id: str, data: dict)
     if keyring is None or not auth.allows("pii:read") or b'"enc:v1:' not in orjson.dumps(data):
         return data
     with request.app.state.store.engine.begin() as conn:
-        audit.record(conn, workspace_id, auth.token_id, "pii.read", request.url.path, {})
+        audit.record(conn, workspace_id, auth.actor, "pii.read", request.url.path, {})
     return keyring.decrypt_values(data, workspace_id)
 
 

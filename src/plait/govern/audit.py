@@ -1,12 +1,13 @@
 """The audit log: who did what to a workspace's data, append-only (the database's triggers
 refuse UPDATE and DELETE on the table, see migration 0005).
 
-A record names an actor (an API token's id ``tok_...``, ``cli:<os user>`` for the command
-line, ``system:<job>`` for Plait's own jobs), an action (dotted: ``privacy.request.created``,
-``privacy.access``, ``retention.run``), a target (a request id, a workspace id, an identity
-hash) and details. **Details never hold personal data**: counts, hashes
-(``plait.govern.identity_hash``), ids and type names only, never an identifier's value, a
-trait or a message. The log outlives every deletion, so what it holds must be safe to keep.
+A record names an actor (a console user's id ``usr_...``, an API token's id ``tok_...``,
+``cli:<os user>`` for the command line, ``system:<job>`` for Plait's own jobs), an action
+(dotted: ``privacy.request.created``, ``privacy.access``, ``retention.run``), a target (a
+request id, a workspace id, an identity hash) and details. **Details never hold personal
+data**: counts, hashes (``plait.govern.identity_hash``), ids and type names only, never an
+identifier's value, a trait or a message. The log outlives every deletion, so what it
+holds must be safe to keep.
 """
 
 from __future__ import annotations

@@ -50,6 +50,8 @@ tokens = sa.Table(
     sa.Column("scopes", sa.String(1000), nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("revoked_at", sa.BigInteger),
+    sa.Column("user_id", sa.String(64), index=True),  # a console user's session
+    sa.Column("expires_at", sa.BigInteger),  # sessions end; API tokens (NULL) do not
 )
 
 # The durable, append-only event log. log_offset only grows (AUTOINCREMENT in SQLite,
@@ -471,4 +473,21 @@ sync_runs = sa.Table(
     sa.Column("rows", sa.BigInteger, nullable=False),  # read, over every run
     sa.Column("sent", sa.BigInteger, nullable=False),  # into the log or the destination's queue
     sa.Column("rejected", sa.BigInteger, nullable=False),
+)
+
+# The console (issue 7): users sign in with a password and get a session token carrying
+# their role's scopes.
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("workspace_id", sa.String(64), sa.ForeignKey("workspaces.id"), nullable=False),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),  # admin / editor / viewer
+    sa.Column("password_hash", sa.String(300), nullable=False),  # scrypt, salted
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("disabled_at", sa.BigInteger),
+    sa.UniqueConstraint("workspace_id", "email", name="uq_users_workspace_email"),
 )

@@ -61,9 +61,15 @@ class TokenAuth:
     token_id: str
     workspace_id: str
     scopes: frozenset[str]
+    user_id: str | None = None  # a console user's session
 
     def allows(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes
+
+    @property
+    def actor(self) -> str:
+        """Who the audit log names: the console user, else the API token."""
+        return self.user_id or self.token_id
 
 
 def _row(row) -> dict:
@@ -308,13 +314,13 @@ def read_workspace(conn: sa.Connection, ref: str) -> dict:
 
 def read_token(conn: sa.Connection, secret: str) -> TokenAuth | None:
     """``Workspaces.authenticate_token`` inside a caller's transaction."""
-    query = sa.select(tokens.c.id, tokens.c.workspace_id, tokens.c.scopes).where(
-        tokens.c.token_hash == hash_secret(secret), tokens.c.revoked_at.is_(None)
-    )
+    query = sa.select(
+        tokens.c.id, tokens.c.workspace_id, tokens.c.scopes, tokens.c.user_id, tokens.c.expires_at
+    ).where(tokens.c.token_hash == hash_secret(secret), tokens.c.revoked_at.is_(None))
     row = conn.execute(query).first()
-    if row is None:
+    if row is None or (row.expires_at is not None and row.expires_at <= now_ms()):
         return None
-    return TokenAuth(row.id, row.workspace_id, frozenset(row.scopes.split()))
+    return TokenAuth(row.id, row.workspace_id, frozenset(row.scopes.split()), row.user_id)
 
 
 def read_setting(conn: sa.Connection, workspace_id: str, key: str) -> dict | None:
