@@ -49,7 +49,10 @@ ALLOWED = {
         "audiences",
         "destinations",
         "reverse_etl",
+        "ui",
     },
+    # the web console: static files; what it shows comes from the API
+    "ui": set(),
 }
 
 

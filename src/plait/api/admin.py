@@ -14,6 +14,7 @@ from starlette.routing import Route
 from plait.api import workspace_file
 from plait.govern import audit
 from plait.log import LogBackend
+from plait.log.tail import Tail, TailFilter
 from plait.store.workspaces import Invalid, NotFound, TokenAuth, Workspaces
 
 
@@ -239,23 +240,29 @@ async def apply_config(request: Request, auth: TokenAuth) -> Response:
 
 @endpoint("events:read")
 async def read_events(request: Request, auth: TokenAuth) -> Response:
-    """The workspace's log from an offset: what `plait tail` and the debugger read."""
+    """The workspace's log from an offset (``after=end``: from now on), filtered like
+    ``plait tail`` (``type``, ``event`` globs, ``user``, ``source``; each may repeat): what
+    `plait tail` and the console's live debugger read."""
+    query = request.query_params
+    log: LogBackend = request.app.state.log
     try:
-        after = int(request.query_params.get("after", 0))
-        limit = min(int(request.query_params.get("limit", 100)), 1000)
+        after = None if query.get("after") == "end" else int(query.get("after", 0))
+        limit = min(int(query.get("limit", 100)), 1000)
     except ValueError:
-        raise ApiError(400, "invalid_field", "after and limit are integers", "after") from None
+        raise ApiError(400, "invalid_field", "after is an offset or 'end'; limit an integer",
+                       "after") from None  # fmt: skip
     if limit < 1:  # a negative LIMIT is "no limit" to SQLite and an error to PostgreSQL
         raise ApiError(400, "invalid_field", "must be a positive integer", "limit")
-    log: LogBackend = request.app.state.log
-    records = await run_in_threadpool(log.read, after, limit, auth.workspace_id)
+    match = TailFilter.of(query.getlist("source"), query.getlist("type"),
+                          query.getlist("event"), query.getlist("user"))  # fmt: skip
+    tail = Tail(log, auth.workspace_id, match, after, page_size=limit)
+    found, _ = await run_in_threadpool(tail.poll)
     events = [
-        {"offset": r.offset, "source_id": r.source_id, "received_at": r.received_at,
-         "message": orjson.loads(r.payload)}
-        for r in records
+        {"offset": e.record.offset, "source_id": e.record.source_id,
+         "received_at": e.record.received_at, "message": e.message}
+        for e in found
     ]  # fmt: skip
-    next_after = records[-1].offset if records else after
-    return json_response({"events": events, "next_after": next_after})
+    return json_response({"events": events, "next_after": tail.position})
 
 
 routes = [

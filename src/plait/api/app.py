@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from plait import reverse_etl
+from plait import reverse_etl, ui
 from plait.api import (
     admin,
     audiences_api,
@@ -19,6 +19,7 @@ from plait.api import (
     governance_api,
     identity_api,
     lake_api,
+    overview_api,
     privacy_api,
     profile_api,
     syncs_api,
@@ -89,6 +90,8 @@ class PlaitApp:
                 *destinations_api.routes,
                 *syncs_api.routes,
                 *users_api.routes,
+                *overview_api.routes,
+                *ui.routes,
             ]
         )
         self.collect: CollectApp | None = None

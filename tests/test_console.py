@@ -1,0 +1,261 @@
+"""The web console in real Chromium (Debian's, driven by Playwright with its executable
+path) against a running Plait: signing in, the overview, sources with their keys and
+snippets, the live debugger fed through the real HTTP API, and roles held by the API.
+Screenshots of each area go to test-artifacts/console/.
+
+Needs /usr/bin/chromium (or PLAIT_TEST_CHROMIUM) and the Python ``playwright`` package
+(its bundled driver only: no ``playwright install``). Runs on the embedded store: the
+browser is what it tests; the API under it runs on both backends in test_users.py.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import RunningServer, require
+from segment.analytics import Client as SegmentClient
+
+from plait.store.users import Users
+
+pytestmark = [pytest.mark.browser, pytest.mark.parametrize("store_url", ["sqlite"],
+                                                           indirect=True)]  # fmt: skip
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts" / "console"
+CHROMIUM = os.environ.get("PLAIT_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+PASSWORD = "correct horse battery"
+LAPTOP = {"width": 1280, "height": 800}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    require(Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        require(False, "the Python playwright package is missing (pip install -e '.[test]')")
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def users(server: RunningServer):
+    made = Users(server.store)
+    for email, role in (("ann@acme.test", "admin"), ("eve@acme.test", "editor"),
+                        ("vic@acme.test", "viewer")):  # fmt: skip
+        made.create(server.workspace_id, email, role, PASSWORD, name=email.split("@")[0].title())
+    return made
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport=LAPTOP)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
+    refusals = ("401", "403")  # what a test provokes on purpose
+
+    def on_console(message) -> None:
+        if message.type == "error" and not any(r in message.text for r in refusals):
+            problems.append(f"{message.type}: {message.text}")
+
+    page.on("console", on_console)
+    page.problems = problems
+    yield page
+    context.close()
+    assert not problems, problems  # no script error, no CSP refusal
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page, server: RunningServer, email: str, password: str = PASSWORD) -> None:
+    page.goto(server.url + "/")
+    page.get_by_label("Email", exact=True).fill(email)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+
+
+def send_events(server: RunningServer, write_key: str, events: list[tuple[str, str]]) -> None:
+    """Through the real HTTP API, with Segment's Python SDK."""
+    client = SegmentClient(write_key, host=server.url, sync_mode=True)
+    for user, event in events:
+        client.track(user, event, {"revenue": 12.5})
+    client.flush()
+
+
+def test_signing_in_shows_the_overview_with_what_arrived(server, users, page):
+    send_events(server, server.write_key, [(f"user-{i}", "Order Completed") for i in range(7)])
+    sign_in(page, server, "ann@acme.test", "a wrong password")
+    page.get_by_role("alert").wait_for()
+    assert "wrong email or password" in page.get_by_role("alert").inner_text()
+
+    sign_in(page, server, "ann@acme.test")
+    page.get_by_role("heading", name="Overview").wait_for()
+    assert page.get_by_test_id("role").inner_text() == "admin"
+    assert page.get_by_test_id("workspace").inner_text() == "Acme"
+    cards = page.get_by_test_id("events-total")
+    cards.wait_for()
+    assert cards.inner_text().startswith("7")
+    admin = {"Authorization": f"Bearer {server.admin_token}"}
+    overview = httpx.get(f"{server.url}/api/v1/overview", headers=admin, timeout=10).json()
+    profiles = page.get_by_test_id("profiles-total").inner_text().split()[0]
+    assert int(profiles) == overview["profiles"]["total"]
+    # One line for the website's source, and a legend naming it with its count.
+    line = page.locator("polyline[data-series='Website']")
+    assert line.count() == 1
+    assert "Website (7)" in page.locator("figure").first.inner_text()
+    assert page.locator("nav a[aria-current='page']").inner_text() == "Overview"
+    shot(page, "overview")
+
+    # The session survives a reload (it is the tab's), and signing out ends it.
+    page.reload()
+    page.get_by_role("heading", name="Overview").wait_for()
+    token = page.evaluate("sessionStorage.getItem('plait.token')")
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("heading", name="Sign in to Plait").wait_for()
+    gone = httpx.get(f"{server.url}/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert gone.status_code == 401
+
+
+def test_sources_keys_snippets_and_the_live_debugger(server, users, page):
+    sign_in(page, server, "eve@acme.test")
+    page.get_by_role("link", name="Sources").click()
+    page.get_by_role("heading", name="Sources").wait_for()
+    page.get_by_label("Name").fill("Checkout API")
+    page.get_by_label("Type").select_option("python")
+    page.get_by_role("button", name="Create source").click()
+    page.get_by_role("heading", name="Checkout API").wait_for()
+    key = page.get_by_test_id("new-key").inner_text()
+    assert re.fullmatch(r"[A-Za-z0-9]{32}", key), key
+    assert f'analytics.write_key = "{key}"' in page.get_by_test_id("snippet-Python").inner_text()
+    assert server.url in page.get_by_test_id("snippet-Node").inner_text()
+
+    # The live debugger shows what arrives through the real API, newest first.
+    page.get_by_text("Listening…").first.wait_for()
+    send_events(server, key, [("ada", "Cart Viewed"), ("ada", "Order Completed")])
+    events = page.get_by_test_id("debugger-events")
+    events.get_by_role("button", name=re.compile("Order Completed")).wait_for(timeout=10_000)
+    items = events.get_by_role("button").all_inner_texts()
+    assert "track · Order Completed · ada" in items[0] and "Cart Viewed" in items[1]
+    events.get_by_role("button", name=re.compile("Order Completed")).click()
+    detail = page.get_by_test_id("debugger-detail").inner_text()
+    assert '"event": "Order Completed"' in detail and '"revenue": 12.5' in detail
+    # Filtered by event: only what matches comes in.
+    page.get_by_label("Event", exact=True).fill("Cart*")
+    page.get_by_label("Event", exact=True).press("Enter")
+    send_events(server, key, [("bob", "Order Completed"), ("bob", "Cart Viewed")])
+    events.get_by_role("button", name=re.compile("Cart Viewed · bob")).wait_for(timeout=10_000)
+    assert events.get_by_role("button").count() == 1
+    shot(page, "sources")
+
+    # Rotating makes a new key and revokes the old one: the old stops working.
+    page.get_by_role("button", name="Rotate keys").click()
+    page.get_by_test_id("new-key").filter(has_not_text=key).wait_for()
+    rotated = page.get_by_test_id("new-key").inner_text()
+    assert rotated != key
+    assert page.get_by_role("row").filter(has_text="revoked").count() == 1
+    refused = httpx.post(f"{server.url}/v1/track", auth=(key, ""), timeout=10,
+                         json={"userId": "x", "event": "E"})  # fmt: skip
+    assert refused.status_code == 401
+
+
+def test_a_viewer_sees_but_cannot_change_anything(server, users, page):
+    sign_in(page, server, "vic@acme.test")
+    page.get_by_role("heading", name="Overview").wait_for()
+    assert page.get_by_test_id("role").inner_text() == "viewer"
+    page.get_by_role("link", name="Sources").click()
+    page.get_by_role("link", name="Website").click()
+    page.get_by_role("heading", name="Write keys").wait_for()
+    assert page.get_by_role("button", name="New key").count() == 0
+    assert page.get_by_role("button", name=re.compile("Revoke")).count() == 0
+    page.get_by_role("link", name="← Sources").click()
+    page.get_by_role("heading", name="Sources").wait_for()
+    assert page.get_by_role("button", name="Create source").count() == 0
+    # Calling the actions directly, with the page's own session, is refused by the API.
+    statuses = page.evaluate("""async () => {
+        const auth = {Authorization: `Bearer ${sessionStorage.getItem('plait.token')}`,
+                      'Content-Type': 'application/json'};
+        const calls = [
+          ['POST', '/api/v1/sources', {name: 'Sneaky', type: 'http'}],
+          ['POST', '/api/v1/users',
+           {email: 'x@acme.test', role: 'admin', password: 'x'.repeat(12)}],
+          ['PUT', '/api/v1/audiences/vip', {definition: "traits.plan = 'pro'"}],
+          ['POST', '/api/v1/regulations',
+           {regulationType: 'DELETE_ONLY', subjectType: 'USER_ID', subjectIds: ['a']}],
+        ];
+        const out = [];
+        for (const [method, path, body] of calls) {
+          out.push((await fetch(path, {method, headers: auth, body: JSON.stringify(body)})).status);
+        }
+        return out;
+    }""")
+    assert statuses == [403, 403, 403, 403]
+    names = [s["name"] for s in server.repo.list_sources(server.workspace_id)]
+    assert names == ["Website"]
+    shot(page, "viewer")
+
+
+def test_a_token_signs_in_and_an_ended_session_asks_again(server, users, page):
+    page.goto(server.url + "/")
+    page.get_by_text("Sign in with an API token").click()
+    page.get_by_label("Token", exact=True).fill(server.admin_token)
+    page.get_by_role("button", name="Use token").click()
+    page.get_by_role("heading", name="Overview").wait_for()
+    assert page.get_by_test_id("role").inner_text() == "admin"
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("heading", name="Sign in to Plait").wait_for()
+    assert (
+        httpx.get(
+            f"{server.url}/api/v1/me",
+            timeout=10,
+            headers={"Authorization": f"Bearer {server.admin_token}"},
+        ).status_code
+        == 401
+    )  # fmt: skip  (signing out revokes what signed in)
+
+    sign_in(page, server, "eve@acme.test")
+    page.get_by_role("heading", name="Overview").wait_for()
+    users.update(server.workspace_id, "eve@acme.test", role="viewer")  # ends her sessions
+    page.get_by_role("link", name="Sources").click()
+    page.get_by_text("Your session ended: sign in again.").wait_for()
+
+
+def test_pages_are_keyboard_navigable_labelled_and_fit_a_laptop(server, users, page):
+    sign_in(page, server, "ann@acme.test")
+    page.get_by_role("heading", name="Overview").wait_for()
+    for width in (1280, 1024):
+        page.set_viewport_size({"width": width, "height": 800})
+        for area in ("overview", "sources", "sources/Website"):
+            page.goto(f"{server.url}/#/{area}")
+            page.locator("main h1").wait_for()
+            page.wait_for_load_state("networkidle")
+            overflow = page.evaluate("document.documentElement.scrollWidth - innerWidth")
+            assert overflow <= 0, (area, width, overflow)
+            unlabelled = page.evaluate("""() => [...document.querySelectorAll(
+                'input, select, textarea, button')].filter(el => !(el.labels?.length
+                || el.getAttribute('aria-label') || el.textContent.trim()))
+                .map(el => el.outerHTML)""")
+            assert unlabelled == [], (area, unlabelled)
+    # The keyboard alone: tab to the navigation and open Sources with Enter.
+    page.goto(f"{server.url}/#/overview")
+    page.locator("main h1").wait_for()
+    focused = []
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        focused.append(page.evaluate("document.activeElement.textContent.trim()"))
+        if focused[-1] == "Sources":
+            break
+    assert focused[-1] == "Sources", focused
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="Sources").wait_for()
