@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import httpx
@@ -236,7 +237,7 @@ def test_pages_are_keyboard_navigable_labelled_and_fit_a_laptop(server, users, p
     page.get_by_role("heading", name="Overview").wait_for()
     for width in (1280, 1024):
         page.set_viewport_size({"width": width, "height": 800})
-        for area in ("overview", "sources", "sources/Website"):
+        for area in ("overview", "sources", "sources/Website", "profiles"):
             page.goto(f"{server.url}/#/{area}")
             page.locator("main h1").wait_for()
             page.wait_for_load_state("networkidle")
@@ -259,3 +260,80 @@ def test_pages_are_keyboard_navigable_labelled_and_fit_a_laptop(server, users, p
     assert focused[-1] == "Sources", focused
     page.keyboard.press("Enter")
     page.get_by_role("heading", name="Sources").wait_for()
+
+
+def wait_for_profile(server: RunningServer, identifier: str) -> dict:
+    admin = {"Authorization": f"Bearer {server.admin_token}"}
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        found = httpx.get(f"{server.url}/api/v1/profiles/{identifier}/explain", headers=admin,
+                          timeout=10)  # fmt: skip
+        if found.status_code == 200 and len(found.json()["identifiers"]) >= 3:
+            return found.json()
+        time.sleep(0.1)
+    raise AssertionError(f"no profile for {identifier}")
+
+
+def test_a_profile_found_by_email_shows_its_graph_traits_timeline_and_unmerges(server, users, page):
+    client = SegmentClient(server.write_key, host=server.url, sync_mode=True)
+    client.page(anonymous_id="anon-1", name="Home")
+    client.identify("u1", {"email": "ada@example.com", "plan": "pro"}, anonymous_id="anon-1")
+    client.track("u1", "Order Completed", {"revenue": 10})
+    client.identify("u2", {"email": "bob@example.com"})
+    explain = wait_for_profile(server, "email:ada@example.com")
+
+    sign_in(page, server, "ann@acme.test")
+    page.get_by_role("link", name="Profiles").click()
+    page.get_by_label("Identifier").fill("ADA@example.com")  # normalized as the pipeline does
+    page.get_by_role("button", name="Search").click()
+    found = page.get_by_role("table", name="Profiles found")
+    found.get_by_role("link").click()
+    page.get_by_test_id("profile-id").wait_for()
+    assert page.get_by_test_id("profile-id").inner_text() == explain["profile_id"]
+
+    nodes = page.locator("svg.graph [data-identifier]")
+    assert sorted(nodes.evaluate_all("ns => ns.map(n => n.dataset.identifier)")) == [
+        "anonymous_id:anon-1", "email:ada@example.com", "user_id:u1"]  # fmt: skip
+    assert page.locator("svg.graph line.edge").count() == len(explain["edges"]) == 2
+    page.locator("svg.graph [data-identifier='email:ada@example.com']").focus()
+    assert "email:ada@example.com, first seen in message" in page.get_by_test_id(
+        "graph-picked").inner_text()  # fmt: skip
+    plan = page.get_by_test_id("traits").get_by_role("row").filter(has_text="plan")
+    assert "pro" in plan.inner_text() and "Website" in plan.inner_text()
+    timeline = page.get_by_test_id("timeline").locator("summary").all_inner_texts()
+    assert len(timeline) == 3 and "track · Order Completed" in timeline[0]
+    shot(page, "profile")
+
+    # An admin takes the anonymous id out: the messages are resolved again without it.
+    unmerge = page.get_by_role("form", name="Unmerge")
+    unmerge.get_by_label("Identifier").select_option("anonymous_id:anon-1")
+    unmerge.get_by_label("Reason").fill("shared computer")
+    unmerge.get_by_role("button", name="Unmerge").click()
+    done = page.get_by_role("status").filter(has_text="Unmerged: 3 messages resolved again")
+    done.wait_for()
+    after = httpx.get(f"{server.url}/api/v1/profiles/email:ada@example.com/explain", timeout=10,
+                      headers={"Authorization": f"Bearer {server.admin_token}"}).json()  # fmt: skip
+    assert {f"{i['type']}:{i['value']}" for i in after["identifiers"]} == {
+        "email:ada@example.com", "user_id:u1"}  # fmt: skip
+    # The link goes to the profile the person is now, whose lineage tells the unmerge.
+    done.get_by_role("link", name=after["profile_id"]).click()
+    page.get_by_test_id("profile-id").filter(has_text=after["profile_id"]).wait_for()
+    assert page.locator("svg.graph [data-identifier]").count() == 2
+
+
+def test_a_viewer_sees_a_profile_without_the_unmerge(server, users, page):
+    client = SegmentClient(server.write_key, host=server.url, sync_mode=True)
+    client.identify("u1", {"email": "ada@example.com"}, anonymous_id="anon-1")
+    explain = wait_for_profile(server, "email:ada@example.com")
+    sign_in(page, server, "vic@acme.test")
+    page.get_by_role("heading", name="Overview").wait_for()
+    page.goto(f"{server.url}/#/profiles/{explain['profile_id']}")
+    page.get_by_test_id("profile-id").wait_for()
+    assert page.locator("svg.graph [data-identifier]").count() == 3
+    assert page.get_by_role("form", name="Unmerge").count() == 0
+    refused = page.evaluate("""async (id) => (await fetch(
+        `/api/v1/profiles/segment_id:${id}/unmerge`, {method: 'POST', headers: {
+          Authorization: `Bearer ${sessionStorage.getItem('plait.token')}`},
+          body: JSON.stringify({identifier: 'anonymous_id:anon-1'})})).status""",
+                            explain["profile_id"])  # fmt: skip
+    assert refused == 403

@@ -194,8 +194,9 @@ def test_traits_verbose(world):
     traits = world.user("user_id:u-1", "traits", verbose="true")["traits"]
     assert set(traits) == {"email", "plan", "seats"}
     plan = traits["plan"]
-    assert set(plan) == {"value", "source_id", "updated_at"}
+    assert set(plan) == {"value", "source_id", "updated_at", "message_id"}
     assert plan["value"] == "pro" and plan["source_id"] == world.source_id
+    assert plan["message_id"] != traits["email"]["message_id"]  # set by different messages
     assert near(plan["updated_at"], AT["identify-both"])
     assert near(traits["email"]["updated_at"], AT["identify-u1"])
 

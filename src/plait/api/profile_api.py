@@ -280,7 +280,9 @@ def trait_value(row: sa.Row, verbose: bool) -> Any:
     value = orjson.loads(row.value)
     if not verbose:
         return value
-    return {"value": value, "source_id": row.source_id, "updated_at": iso(row.timestamp)}
+    # message_id: Plait's addition, the message that set the value (its provenance).
+    return {"value": value, "source_id": row.source_id, "updated_at": iso(row.timestamp),
+            "message_id": row.message_id}  # fmt: skip
 
 
 def event(row: sa.Row, call: Call) -> dict[str, Any]:

@@ -140,11 +140,11 @@ def trait_rows(
     from_key: str | None = None,
     limit: int = 10,
 ) -> list[sa.Row]:
-    """(key, value as JSON, timestamp, source_id) ordered by key, from ``from_key`` on
-    (the key a previous page named as its ``next``, Segment's trait cursor)."""
-    query = sa.select(traits.c.key, traits.c.value, traits.c.timestamp, traits.c.source_id).where(
-        traits.c.profile_id == profile_id
-    )
+    """(key, value as JSON, timestamp, source_id, message_id) ordered by key, from
+    ``from_key`` on (the key a previous page named as its ``next``, Segment's trait cursor)."""
+    query = sa.select(
+        traits.c.key, traits.c.value, traits.c.timestamp, traits.c.source_id, traits.c.message_id
+    ).where(traits.c.profile_id == profile_id)
     if keys:
         query = query.where(traits.c.key.in_(list(keys)))
     if from_key is not None:

@@ -1,14 +1,16 @@
 // The console's shell: sign-in, the header and navigation, and a page per hash route.
 import { api, errorText, field, fill, h, notice, session } from "./core.js";
 import { overviewPage } from "./overview.js";
+import { profilePage, profilesPage } from "./profiles.js";
 import { sourcesPage, sourcePage } from "./sources.js";
 
 // [hash, title, page(main, params)]; a page may return a function that stops its timers.
 const AREAS = [
   ["overview", "Overview", overviewPage],
   ["sources", "Sources", sourcesPage],
+  ["profiles", "Profiles", profilesPage],
 ];
-const DETAIL = { sources: sourcePage };
+const DETAIL = { sources: sourcePage, profiles: profilePage };
 
 const app = document.getElementById("app");
 let stopPage = null;
