@@ -172,3 +172,23 @@ def test_the_audiences_commands(plait_server, monkeypatch):
         assert "0 entered" in plait("audiences", "reconcile", "-w", "acme")
     finally:
         get_settings.cache_clear()
+
+
+def test_the_vocabulary_lists_what_was_seen_for_the_builder(plait_server):
+    http = plait_server["http"]
+    segment = SegmentClient(plait_server["key"], host=plait_server["url"], sync_mode=True)
+    segment.identify("cat", {"plan": "pro", "address": {"country": "FR"}})
+    for revenue in (10, 20):
+        segment.track("cat", "Order Completed", {"revenue": revenue, "cart": {"size": 2}})
+    segment.track("dog", "Product Viewed", {"sku": "a"})
+    http.put("/api/v1/audiences/pros", json={"definition": 'traits.plan = "pro"'})
+    found = wait_for(lambda: (v := http.get("/api/v1/audiences/vocabulary").json())["events"]
+                     and len(v["events"]) == 2 and v)  # fmt: skip
+    assert found["events"][0] == {"name": "Order Completed", "count": 2,
+                                  "properties": ["cart.size", "revenue"]}  # fmt: skip
+    assert found["events"][1]["properties"] == ["sku"]
+    assert {t["key"] for t in found["traits"]} == {"plan", "address"}
+    assert found["audiences"] == ["pros"] and found["computed_traits"] == []
+    reader = {"Authorization": f"Bearer {plait_server['reader']}"}
+    assert httpx.get(f"{plait_server['url']}/api/v1/audiences/vocabulary", headers=reader,
+                     timeout=10).status_code == 200  # fmt: skip

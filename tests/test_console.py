@@ -17,10 +17,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import RunningServer, require
+from conftest import RunningServer, require, start_server
 from segment.analytics import Client as SegmentClient
 
 from plait.store.users import Users
+from plait.store.workspaces import Workspaces
 
 pytestmark = [pytest.mark.browser, pytest.mark.parametrize("store_url", ["sqlite"],
                                                            indirect=True)]  # fmt: skip
@@ -48,6 +49,22 @@ def browser():
 
 
 @pytest.fixture
+def server(store, tmp_path) -> RunningServer:
+    """conftest's server, with its data and lake in the test's directory and the audience
+    scheduler ticking fast (previews and memberships read the lake)."""
+    repo = Workspaces(store)
+    workspace = repo.create_workspace("acme", "Acme")
+    source, key = repo.create_source(workspace["id"], "Website", "javascript")
+    _, token = repo.create_token(workspace["id"], "test admin", ["admin"])
+    thread, url = start_server(store, data_dir=tmp_path, lake_dir=tmp_path / "lake",
+                               pipeline_poll_seconds=0.05, audience_tick_seconds=0.2,
+                               lake_snapshot_seconds=0.0)  # fmt: skip
+    yield RunningServer(url, store, thread.server.config.app, workspace["id"], source["id"],
+                        key, token)  # fmt: skip
+    thread.stop()
+
+
+@pytest.fixture
 def users(server: RunningServer):
     made = Users(server.store)
     for email, role in (("ann@acme.test", "admin"), ("eve@acme.test", "editor"),
@@ -62,7 +79,7 @@ def page(browser):
     page = context.new_page()
     problems: list[str] = []
     page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
-    refusals = ("401", "403")  # what a test provokes on purpose
+    refusals = ("400", "401", "403")  # what a test provokes on purpose (shown on the page)
 
     def on_console(message) -> None:
         if message.type == "error" and not any(r in message.text for r in refusals):
@@ -237,7 +254,14 @@ def test_pages_are_keyboard_navigable_labelled_and_fit_a_laptop(server, users, p
     page.get_by_role("heading", name="Overview").wait_for()
     for width in (1280, 1024):
         page.set_viewport_size({"width": width, "height": 800})
-        for area in ("overview", "sources", "sources/Website", "profiles"):
+        for area in (
+            "overview",
+            "sources",
+            "sources/Website",
+            "profiles",
+            "audiences",
+            "audiences/new",
+        ):
             page.goto(f"{server.url}/#/{area}")
             page.locator("main h1").wait_for()
             page.wait_for_load_state("networkidle")
@@ -337,3 +361,62 @@ def test_a_viewer_sees_a_profile_without_the_unmerge(server, users, page):
           body: JSON.stringify({identifier: 'anonymous_id:anon-1'})})).status""",
                             explain["profile_id"])  # fmt: skip
     assert refused == 403
+
+
+def test_an_audience_built_with_help_previews_as_typed_and_shows_where_it_syncs(
+    server, users, page
+):
+    client = SegmentClient(server.write_key, host=server.url, sync_mode=True)
+    for user, orders in (("u1", 3), ("u2", 2), ("u3", 1)):
+        client.identify(user, {"email": f"{user}@example.com", "plan": "pro"})
+        for _ in range(orders):
+            client.track(user, "Order Completed", {"revenue": 20, "currency": "EUR"})
+    admin = {"Authorization": f"Bearer {server.admin_token}"}
+    deadline = time.monotonic() + 15
+    while httpx.get(f"{server.url}/api/v1/overview", headers=admin).json()[
+            "profiles"]["total"] < 3 and time.monotonic() < deadline:  # fmt: skip
+        time.sleep(0.1)
+
+    sign_in(page, server, "eve@acme.test")
+    page.get_by_role("link", name="Audiences").click()
+    page.get_by_role("link", name="New audience").click()
+    page.get_by_label("Key").fill("repeat_buyers")
+    page.get_by_label("Name").fill("Repeat buyers")
+    # What has been seen is offered: the event with its count, its properties, the traits.
+    page.get_by_role("button", name='Insert performed "Order Completed"').click()
+    assert page.get_by_role("button", name="Insert properties.revenue").count() == 1
+    assert page.get_by_role("button", name="Insert traits.plan").count() == 1
+    definition = page.get_by_label("Definition")
+    assert definition.input_value() == 'performed "Order Completed"'
+    definition.press("End")
+    definition.type(" at least 2 times and")
+    page.get_by_test_id("preview").get_by_text("Not yet right").wait_for()
+    definition.type(' traits.plan = "pro"')
+    size = page.get_by_test_id("preview-size")
+    size.wait_for()
+    text = 'performed "Order Completed" at least 2 times and traits.plan = "pro"'
+    expected = httpx.post(f"{server.url}/api/v1/audiences/preview", headers=admin, timeout=30,
+                          json={"definition": text}).json()  # fmt: skip
+    assert expected["size"] == 2 and size.inner_text() == "2"
+    assert page.get_by_role("list", name="Sample").get_by_role("link").count() == 2
+    shot(page, "audience-builder")
+    page.get_by_role("button", name="Save audience").click()
+
+    page.get_by_test_id("definition").wait_for()
+    assert page.get_by_test_id("definition").inner_text() == text
+    hook = {"type": "webhook", "audiences": ["repeat_buyers"],
+            "settings": {"url": "http://127.0.0.1:9/hook"}}  # fmt: skip
+    assert httpx.put(f"{server.url}/api/v1/destinations/crm_hook", headers=admin,
+                     json=hook).status_code == 200  # fmt: skip
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # the scheduler backfills the new audience
+        page.reload()
+        page.get_by_test_id("audience-size").wait_for()
+        if page.get_by_test_id("audience-size").inner_text().startswith("2"):
+            break
+        time.sleep(0.3)
+    assert page.get_by_test_id("audience-size").inner_text().startswith("2")
+    assert "crm_hook (webhook)" in page.get_by_test_id("syncs").inner_text()
+    assert page.locator("polyline[data-series='entered']").count() == 1
+    assert page.get_by_role("table", name="Latest changes").get_by_role("row").count() == 3
+    shot(page, "audience")

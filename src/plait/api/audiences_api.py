@@ -6,6 +6,7 @@
     DELETE /api/v1/audiences/{key}
     GET    /api/v1/audiences/{key}/members?limit=&after=
     GET    /api/v1/audiences/{key}/history?limit=&profile_id=
+    GET    /api/v1/audiences/vocabulary            events (with their properties) and traits seen
     POST   /api/v1/audiences/preview               {definition} -> size, sample, took_ms
     POST   /api/v1/audiences/parse                 {definition} -> JSON form and canonical text,
                                                    or 400 with line and column
@@ -140,6 +141,20 @@ def _definition(body: dict) -> Any:
 
 
 @endpoint("audiences:read")
+async def vocabulary(request: Request, auth: TokenAuth) -> Response:
+    store = request.app.state.store
+
+    def run():
+        with store.engine.connect() as conn:
+            found = manage.vocabulary(conn, auth.workspace_id)
+        defs = _defs(request, auth)
+        known = {"computed_traits": sorted(defs.traits), "audiences": sorted(defs.audiences)}
+        return {**found, **known}
+
+    return json_response(await run_in_threadpool(run))
+
+
+@endpoint("audiences:read")
 async def parse_definition(request: Request, auth: TokenAuth) -> Response:
     definition = _definition(await _json_body(request))
     try:
@@ -199,6 +214,7 @@ async def profile_audiences(request: Request, auth: TokenAuth) -> Response:
 
 routes = [
     Route("/api/v1/audiences", list_audiences, methods=["GET"]),
+    Route("/api/v1/audiences/vocabulary", vocabulary, methods=["GET"]),
     Route("/api/v1/audiences/preview", preview_audience, methods=["POST"]),
     Route("/api/v1/audiences/parse", parse_definition, methods=["POST"]),
     Route("/api/v1/audiences/reconcile", reconcile_now, methods=["POST"]),

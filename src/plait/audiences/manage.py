@@ -24,7 +24,15 @@ from plait.lake import export_events, export_profiles
 from plait.lake.writer import snapshot_age_ms
 from plait.store import Store
 from plait.store.db import now_ms
-from plait.store.schema import audience_history, audience_members, computed_values
+from plait.store.schema import (
+    audience_history,
+    audience_members,
+    computed_values,
+    log_messages,
+    message_profiles,
+    profiles,
+    traits,
+)
 from plait.store.workspaces import Invalid, NotFound, Workspaces
 
 PREVIEW_KEY = "preview_audience"
@@ -169,6 +177,56 @@ def profile_audiences(conn: sa.Connection, workspace_id: str, profile_id: str) -
         )
     }
     return {"audiences": audiences, "computed_traits": traits}
+
+
+def vocabulary(conn: sa.Connection, workspace_id: str, recent: int = 5000) -> dict[str, Any]:
+    """What the workspace has seen, for writing definitions: track events by count with
+    the property paths of their ``recent`` latest occurrences, and profile traits."""
+    mp = message_profiles
+    counted = conn.execute(
+        sa.select(mp.c.event, sa.func.count())
+        .where(mp.c.workspace_id == workspace_id, mp.c.type == "track", mp.c.event.is_not(None))
+        .group_by(mp.c.event)
+        .order_by(sa.func.count().desc())
+        .limit(200)
+    ).all()
+    latest = conn.execute(
+        sa.select(mp.c.event, sa.func.coalesce(mp.c.payload, log_messages.c.payload))
+        .join(log_messages, log_messages.c.log_offset == mp.c.log_offset)
+        .where(mp.c.workspace_id == workspace_id, mp.c.type == "track")
+        .order_by(mp.c.log_offset.desc())
+        .limit(recent)
+    ).all()
+    paths: dict[str, set[str]] = {}
+    for event, payload in latest:
+        found = paths.setdefault(event, set())
+        _paths(orjson.loads(payload).get("properties") or {}, "", found)
+    trait_counts = conn.execute(
+        sa.select(traits.c.key, sa.func.count())
+        .join(profiles, profiles.c.id == traits.c.profile_id)
+        .where(profiles.c.workspace_id == workspace_id, profiles.c.merged_into.is_(None))
+        .group_by(traits.c.key)
+        .order_by(sa.func.count().desc())
+        .limit(200)
+    ).all()
+    return {
+        "events": [
+            {"name": e, "count": n, "properties": sorted(paths.get(e, ()))} for e, n in counted
+        ],  # fmt: skip
+        "traits": [{"key": k, "count": n} for k, n in trait_counts],
+    }
+
+
+def _paths(value: Any, prefix: str, found: set[str], depth: int = 0) -> None:
+    """Dotted paths of an object's leaves, two levels deep (what a definition can name)."""
+    if not isinstance(value, dict) or depth > 1:
+        return
+    for key, inner in value.items():
+        path = f"{prefix}{key}"
+        if isinstance(inner, dict) and inner and depth < 1:
+            _paths(inner, f"{path}.", found, depth + 1)
+        else:
+            found.add(path)
 
 
 def fresh_lake(store: Store, workspace_id: str, lake_dir: Path, snapshot_seconds: float) -> None:

@@ -1,6 +1,7 @@
 // The console's shell: sign-in, the header and navigation, and a page per hash route.
 import { api, errorText, field, fill, h, notice, session } from "./core.js";
 import { overviewPage } from "./overview.js";
+import { audiencePage, audiencesPage } from "./audiences.js";
 import { profilePage, profilesPage } from "./profiles.js";
 import { sourcesPage, sourcePage } from "./sources.js";
 
@@ -9,8 +10,9 @@ const AREAS = [
   ["overview", "Overview", overviewPage],
   ["sources", "Sources", sourcesPage],
   ["profiles", "Profiles", profilesPage],
+  ["audiences", "Audiences", audiencesPage],
 ];
-const DETAIL = { sources: sourcePage, profiles: profilePage };
+const DETAIL = { sources: sourcePage, profiles: profilePage, audiences: audiencePage };
 
 const app = document.getElementById("app");
 let stopPage = null;
