@@ -10,13 +10,16 @@ browser is what it tests; the API under it runs on both backends in test_users.p
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from conftest import RunningServer, require, start_server
 from segment.analytics import Client as SegmentClient
 
@@ -420,3 +423,100 @@ def test_an_audience_built_with_help_previews_as_typed_and_shows_where_it_syncs(
     assert page.locator("polyline[data-series='entered']").count() == 1
     assert page.get_by_role("table", name="Latest changes").get_by_role("row").count() == 3
     shot(page, "audience")
+
+
+class Sink:
+    """A webhook receiver: 400 to the events named in ``refuse``, else 200."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.received: list[dict] = []
+        self.refuse = {"Broken Event"}
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - the standard library's name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                refused = body.get("event") in sink.refuse
+                if not refused:
+                    sink.received.append(body)
+                self.send_response(400 if refused else 200)
+                self.end_headers()
+                self.wfile.write(b'{"error": "bad event"}' if refused else b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_a_destination_connected_previewed_and_its_dead_letters_replayed(server, users, page):
+    sink = Sink()
+    client = SegmentClient(server.write_key, host=server.url, sync_mode=True)
+    client.track("u1", "Order Completed", {"revenue": 5})
+    wait_for_offset(server, 1)
+
+    sign_in(page, server, "eve@acme.test")
+    page.get_by_role("link", name="Destinations").click()
+    page.get_by_role("link", name="Connect a destination").click()
+    page.get_by_label("Key", exact=True).fill("crm_hook")
+    page.get_by_role("combobox", name="Type").select_option("webhook")
+    page.get_by_label("Settings (JSON)").fill(json.dumps({"url": sink.url}))
+    page.get_by_label("Filter").fill("event == 'Nothing Like It'")
+    page.get_by_role("button", name="Preview on the latest event").click()
+    outcome = page.get_by_test_id("preview-outcome")
+    outcome.filter(has_text="filtered").wait_for()
+    assert '"event": "Order Completed"' in page.get_by_test_id("preview-before").inner_text()
+    assert page.get_by_test_id("preview-after").inner_text() == "(nothing)"
+    page.get_by_label("Filter").fill("type == 'track'")
+    page.get_by_role("button", name="Preview on the latest event").click()
+    outcome.filter(has_text="sent").wait_for()
+    assert '"revenue": 5' in page.get_by_test_id("preview-after").inner_text()
+    shot(page, "destination-editor")
+    page.get_by_role("button", name="Save destination").click()
+    page.get_by_test_id("delivered").wait_for()
+
+    # What comes from now on: one delivered, one refused (a dead letter), one filtered.
+    client.track("u1", "Order Completed", {"revenue": 7})
+    client.track("u2", "Broken Event")
+    client.identify("u3", {"plan": "pro"})
+    failed = page.get_by_test_id("failed")
+    failed.filter(has_text=re.compile(r"^1")).wait_for(timeout=20_000)
+    assert page.get_by_test_id("delivered").inner_text().startswith("1")
+    letters = page.get_by_role("table", name="Dead letters")
+    assert "400" in letters.inner_text() and "bad event" in letters.inner_text()
+    shot(page, "destination")
+
+    sink.refuse.clear()  # the receiver is fixed: the dead letter goes again
+    page.get_by_role("button", name="Replay dead letters").click()
+    page.get_by_test_id("delivered").filter(has_text=re.compile(r"^2")).wait_for(timeout=20_000)
+    assert page.get_by_test_id("failed").inner_text().startswith("0")
+    assert [m["event"] for m in sink.received] == ["Order Completed", "Broken Event"]
+
+    # A viewer sees the health, but no control, and the API refuses the replay.
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, server, "vic@acme.test")
+    page.get_by_role("heading", name="Overview").wait_for()
+    page.goto(f"{server.url}/#/destinations/crm_hook")
+    page.get_by_test_id("delivered").wait_for()
+    assert page.get_by_role("link", name="Edit").count() == 0
+    page.goto(f"{server.url}/#/destinations")
+    page.get_by_role("table", name="Destinations").wait_for()
+    assert page.get_by_role("link", name="Connect a destination").count() == 0
+
+
+def wait_for_offset(server: RunningServer, count: int) -> None:
+    """Until the pipeline has processed ``count`` messages (previews read processed ones)."""
+    admin = {"Authorization": f"Bearer {server.admin_token}"}
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if len(httpx.get(f"{server.url}/api/v1/events", headers=admin).json()["events"]) >= count:
+            with server.store.engine.connect() as conn:
+                done = conn.execute(sa.text("SELECT count(*) FROM message_profiles")).scalar()
+            if done >= count:
+                return
+        time.sleep(0.1)
+    raise AssertionError("the pipeline did not process the messages")

@@ -8,10 +8,15 @@ GET    /api/v1/destinations/{key}/deliveries?status=retrying|waiting|failed&limi
 POST   /api/v1/destinations/{key}/replay             {"dead_letters": true} or
                                                      {"start": ISO, "end": ISO}
 POST   /api/v1/destinations/{key}/discard            forget the dead letters
+POST   /api/v1/destinations/preview                  {destination, log_offset?}: what it would
+                                                     receive of a recent message (nothing sent)
+GET    /api/v1/destination-types                     the connectors: type, secrets, batching
 GET    /api/v1/deliveries/{message_id}               a message's status at each destination
 """
 
 from __future__ import annotations
+
+import sys
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -28,6 +33,8 @@ from plait.api.admin import (
     limit_query,
 )
 from plait.destinations import manage
+from plait.destinations.connectors import CONNECTORS
+from plait.destinations.preview import preview
 from plait.store.workspaces import TokenAuth
 
 
@@ -119,8 +126,43 @@ async def message_deliveries(request: Request, auth: TokenAuth) -> Response:
     return json_response(found)
 
 
+def _first_paragraph(text: str | None) -> list[str]:
+    return (text or "").strip().split("\n\n")[0].replace("``", "").split()
+
+
+@endpoint("destinations:read")
+async def destination_types(request: Request, auth: TokenAuth) -> Response:
+    kinds = [
+        {"type": name, "about": " ".join(_first_paragraph(sys.modules[type(c).__module__].__doc__)),
+         "secrets": list(c.secrets), "default_batch": c.default_batch, "max_batch": c.max_batch,
+         "types": sorted(c.types) if c.types else None, "deletes": c.deletes}
+        for name, c in CONNECTORS.items()
+    ]  # fmt: skip
+    return json_response({"types": kinds})
+
+
+@endpoint("destinations:read")
+async def preview_destination(request: Request, auth: TokenAuth) -> Response:
+    body = await _json_body(request)
+    doc, offset = body.get("destination"), body.get("log_offset")
+    if not isinstance(doc, dict):
+        raise ApiError(400, "invalid_field", "a destination's definition (an object)",
+                       "destination")  # fmt: skip
+    if offset is not None and (isinstance(offset, bool) or not isinstance(offset, int)):
+        raise ApiError(400, "invalid_field", "a log offset (an integer)", "log_offset")
+    repo = _repo(request)
+    # A secret shown masked (the console edits what GET answered) is the stored one.
+    doc = manage.unmasked({"key": "preview", **doc}, manage.documents(repo, auth.workspace_id))
+    try:
+        found = await run_in_threadpool(preview, repo.store, auth.workspace_id, doc, offset)
+    except LookupError as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    return json_response(found)
+
+
 routes = [
     Route("/api/v1/destinations", list_destinations, methods=["GET"]),
+    Route("/api/v1/destinations/preview", preview_destination, methods=["POST"]),
     Route("/api/v1/destinations/{key}", get_destination, methods=["GET"]),
     Route("/api/v1/destinations/{key}", put_destination, methods=["PUT"]),
     Route("/api/v1/destinations/{key}", delete_destination, methods=["DELETE"]),
@@ -128,4 +170,5 @@ routes = [
     Route("/api/v1/destinations/{key}/replay", replay, methods=["POST"]),
     Route("/api/v1/destinations/{key}/discard", discard, methods=["POST"]),
     Route("/api/v1/deliveries/{message_id}", message_deliveries, methods=["GET"]),
+    Route("/api/v1/destination-types", destination_types, methods=["GET"]),
 ]

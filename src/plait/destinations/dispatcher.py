@@ -580,23 +580,34 @@ def admits(
     consent: ConsentConfig, prefs: dict[str, dict[str, bool]],
 ) -> bool:  # fmt: skip
     """Whether a processed message (``row``: its source_id, type, profile_id) goes to
-    ``dest``: its sources, types and filter, then consent (the message's choices and its
-    profile's, for the categories ``consent.destinations`` maps the destination's name to).
-    ``msg`` may be None when the destination has no filter, categories or audiences."""
+    ``dest`` (see ``refusal``)."""
+    return refusal(dest, source_ids, row, msg, consent, prefs) is None
+
+
+def refusal(
+    dest: Destination, source_ids: frozenset[str] | None, row: Any, msg: dict[str, Any] | None,
+    consent: ConsentConfig, prefs: dict[str, dict[str, bool]],
+) -> str | None:  # fmt: skip
+    """Why a processed message does not go to ``dest`` (None: it goes): its sources, types
+    and filter, then consent (the message's choices and its profile's, for the categories
+    ``consent.destinations`` maps the destination's name to). ``msg`` may be None when the
+    destination has no filter, categories or audiences."""
     if source_ids is not None and row.source_id not in source_ids:
-        return False
+        return "its source is not one of the destination's sources"
     if dest.types and row.type not in dest.types:
-        return False
+        return f"the destination takes {', '.join(sorted(dest.types))} messages, not {row.type}"
     if dest.audiences:  # connected audiences: their entries and exits only
         personas = (msg.get("context") or {}).get("personas") or {}
         if (personas.get("computation_class") != "audience"
                 or personas.get("computation_key") not in dest.audiences):  # fmt: skip
-            return False
+            return "the destination takes only its audiences' entries and exits"
     if dest.filter is not None and not dest.filter.evaluate(msg):  # the language's truth
-        return False
+        return "its filter leaves the message out"
     if not consent.categories(dest.name):
-        return True
-    return consent.allows(dest.name, effective_preferences(msg, prefs.get(row.profile_id)))
+        return None
+    if consent.allows(dest.name, effective_preferences(msg, prefs.get(row.profile_id))):
+        return None
+    return "the person has not consented to its categories"
 
 
 def attach_traits(conn: sa.Connection, items: list[Item]) -> None:

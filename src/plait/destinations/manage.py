@@ -59,7 +59,7 @@ def save(repo: Workspaces, workspace_id: str, docs: list[dict[str, Any]]) -> boo
     masked (as the API and the export show it) keeps the stored one. A new destination
     receives what the pipeline processes from now on (``replay`` sends the past)."""
     old = documents(repo, workspace_id)
-    docs = [_unmasked(d, old) for d in docs]
+    docs = [unmasked(d, old) for d in docs]
     compiled_docs = compile_destinations(docs)
     with repo.store.engine.connect() as conn:
         known = DEFINITIONS.get(conn, workspace_id).audiences
@@ -125,7 +125,7 @@ def _iso(ms: int) -> str:
     )
 
 
-def _unmasked(doc: Any, old: list[dict[str, Any]]) -> Any:
+def unmasked(doc: Any, old: list[dict[str, Any]]) -> Any:
     before = next((d for d in old if d.get("key") == doc.get("key")), None) \
         if isinstance(doc, dict) else None  # fmt: skip
     if before is None or not isinstance(doc.get("settings"), dict):

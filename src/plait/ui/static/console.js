@@ -2,6 +2,7 @@
 import { api, errorText, field, fill, h, notice, session } from "./core.js";
 import { overviewPage } from "./overview.js";
 import { audiencePage, audiencesPage } from "./audiences.js";
+import { destinationPage, destinationsPage } from "./destinations.js";
 import { profilePage, profilesPage } from "./profiles.js";
 import { sourcesPage, sourcePage } from "./sources.js";
 
@@ -11,8 +12,10 @@ const AREAS = [
   ["sources", "Sources", sourcesPage],
   ["profiles", "Profiles", profilesPage],
   ["audiences", "Audiences", audiencesPage],
+  ["destinations", "Destinations", destinationsPage],
 ];
-const DETAIL = { sources: sourcePage, profiles: profilePage, audiences: audiencePage };
+const DETAIL = { sources: sourcePage, profiles: profilePage, audiences: audiencePage,
+  destinations: destinationPage };
 
 const app = document.getElementById("app");
 let stopPage = null;

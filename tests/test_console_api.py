@@ -1,0 +1,104 @@
+"""The API the console adds (overview, destination previews, connector types), on both
+backends: what the pages show is tested in Chromium in test_console.py."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from conftest import RunningServer
+from segment.analytics import Client as SegmentClient
+
+from plait.api.overview_api import BUCKETS
+from plait.destinations.config import MASK
+
+
+@pytest.fixture
+def http(server: RunningServer):
+    admin = {"Authorization": f"Bearer {server.admin_token}"}
+    with httpx.Client(base_url=server.url, timeout=20, headers=admin) as client:
+        yield client
+
+
+def processed(server: RunningServer, count: int) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with server.store.engine.connect() as conn:
+            if conn.execute(sa.text("SELECT count(*) FROM message_profiles")).scalar() >= count:
+                return
+        time.sleep(0.05)
+    raise AssertionError("not processed")
+
+
+def test_the_overview_counts_events_by_source_and_profiles(server, http):
+    backend, key = server.repo.create_source(server.workspace_id, "Backend", "python")
+    for write_key, n in ((server.write_key, 3), (key, 2)):
+        client = SegmentClient(write_key, host=server.url, sync_mode=True)
+        for i in range(n):
+            client.track(f"user-{i}", "Signed Up")
+    processed(server, 5)
+    found = http.get("/api/v1/overview", params={"minutes": 30}).json()
+    assert found["bucket_ms"] == 30_000 and found["to"] - found["from"] == 30 * 60_000
+    by_name = {s["name"]: s for s in found["events"]}
+    assert by_name["Website"]["total"] == 3 and by_name["Backend"]["total"] == 2
+    assert len(by_name["Website"]["counts"]) == BUCKETS and sum(by_name["Website"]["counts"]) == 3
+    assert found["profiles"]["total"] == 3 and sum(found["profiles"]["new"]) == 3
+    assert found["merges"]["total"] == 0 and found["delivery_failures"]["total"] == 0
+    for bad in ("4", "10081", "x", "-5"):
+        answer = http.get("/api/v1/overview", params={"minutes": bad})
+        assert answer.status_code == 400 and answer.json()["error"]["field"] == "minutes"
+
+
+def test_a_destination_preview_shows_the_mapping_without_sending(server, http):
+    client = SegmentClient(server.write_key, host=server.url, sync_mode=True)
+    client.track("u1", "Order Completed", {"revenue": 42, "currency": "EUR"})
+    client.identify("u1", {"email": "ada@example.com"})
+    processed(server, 2)
+    mixpanel = {"type": "mixpanel", "settings": {"project_id": "123", "username": "svc",
+                                                 "secret": "s3cret"}}  # fmt: skip
+    latest = http.post("/api/v1/destinations/preview", json={"destination": mixpanel}).json()
+    assert latest["before"]["type"] == "identify" and latest["after"] is None
+    assert latest["outcome"] == (
+        "filtered: the destination takes page, screen, track messages, not identify"
+    )
+    first = latest["log_offset"] - 1
+    mapped = http.post("/api/v1/destinations/preview",
+                       json={"destination": mixpanel, "log_offset": first}).json()  # fmt: skip
+    assert mapped["before"]["event"] == "Order Completed" and mapped["outcome"] == "sent"
+    assert mapped["after"]["event"] == "Order Completed"
+    assert mapped["after"]["properties"]["revenue"] == 42  # Mixpanel's shape
+    assert mapped["after"]["properties"]["distinct_id"] == "u1"
+    only_tracks = {**mixpanel, "filter": "type == 'track'"}
+    only_tracks["filter"] = "event == 'Signed Up'"
+    filtered = http.post("/api/v1/destinations/preview",
+                         json={"destination": only_tracks, "log_offset": first}).json()  # fmt: skip
+    assert filtered["after"] is None
+    assert filtered["outcome"] == "filtered: its filter leaves the message out"
+    # A saved destination's masked secret previews as the stored one; nothing is saved.
+    assert http.put("/api/v1/destinations/mp", json=mixpanel).status_code == 200
+    shown = http.get("/api/v1/destinations/mp").json()
+    assert shown["settings"]["secret"] == MASK
+    again = http.post(
+        "/api/v1/destinations/preview",
+        json={"destination": {k: shown[k] for k in ("key", "type", "settings")}},
+    )
+    assert again.status_code == 200, again.text
+    assert len(http.get("/api/v1/destinations").json()["destinations"]) == 1
+    # Bad input is named.
+    for body, field in (({}, "destination"), ({"destination": {"type": "nope"}}, "type"),
+                        ({"destination": mixpanel, "log_offset": "1"}, "log_offset")):  # fmt: skip
+        answer = http.post("/api/v1/destinations/preview", json=body)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]["field"].endswith(field)
+    missing = http.post("/api/v1/destinations/preview",
+                        json={"destination": mixpanel, "log_offset": 10**12})  # fmt: skip
+    assert missing.status_code == 404
+
+
+def test_the_connector_types_list_every_kind(server, http):
+    kinds = {k["type"]: k for k in http.get("/api/v1/destination-types").json()["types"]}
+    assert {"webhook", "postgres", "mixpanel", "meta_capi"} <= set(kinds)
+    assert "secret" in kinds["webhook"]["secrets"] and kinds["webhook"]["about"]
+    assert kinds["amplitude"]["max_batch"] == 2000
