@@ -520,3 +520,59 @@ def wait_for_offset(server: RunningServer, count: int) -> None:
                 return
         time.sleep(0.1)
     raise AssertionError("the pipeline did not process the messages")
+
+
+def test_privacy_requests_filed_followed_with_receipts_exports_and_the_audit_log(
+    server, users, page
+):
+    client = SegmentClient(server.write_key, host=server.url, sync_mode=True)
+    client.identify("u9", {"email": "gone@example.com"})
+    client.identify("u8", {"email": "stays@example.com"})
+    client.track("u9", "Order Completed")
+    wait_for_offset(server, 3)
+
+    sign_in(page, server, "ann@acme.test")
+    page.get_by_role("link", name="Privacy").click()
+    access = page.get_by_role("form", name="Access request")
+    access.get_by_label("Identifier").fill("email:stays@example.com")
+    with page.expect_download() as exported:
+        access.get_by_role("button", name="Download their data").click()
+    document = json.loads(Path(exported.value.path()).read_text())
+    assert "stays@example.com" in json.dumps(document)
+    assert "gone@example.com" not in json.dumps(document)
+
+    filing = page.get_by_role("form", name="File a deletion or suppression")
+    filing.get_by_label("Kind").select_option("DELETE_INTERNAL")
+    filing.get_by_label("Identifier type").select_option("USER_ID")
+    filing.get_by_label("Identifiers").fill("u9")
+    filing.get_by_role("button", name="File request").click()
+    filed = page.get_by_role("status").filter(has_text="filed")
+    filed.wait_for()
+    request_id = re.search(r"reg_\w+", filed.inner_text()).group(0)
+    page.get_by_test_id(f"status-{request_id}").filter(has_text="FINISHED").wait_for(
+        timeout=20_000)  # fmt: skip
+    with page.expect_download() as receipt:
+        page.get_by_role("button", name=f"Download the receipt of {request_id}").click()
+    saved = json.loads(Path(receipt.value.path()).read_text())
+    assert saved["id"] == request_id and saved["receipt"]
+    admin = {"Authorization": f"Bearer {server.admin_token}"}
+    gone = httpx.get(f"{server.url}/api/v1/profiles/user_id:u9/explain", headers=admin)
+    assert gone.status_code == 404
+
+    # The audit log names the user who filed it, filtered by action.
+    log = page.get_by_role("form", name="Filter the audit log")
+    log.get_by_label("Action").fill("privacy")
+    log.get_by_role("button", name="Filter").click()
+    rows = page.get_by_role("table", name="Audit log").get_by_role("row")
+    rows.filter(has_text="privacy.request").first.wait_for()
+    ann = users.get(server.workspace_id, "ann@acme.test")["id"]
+    assert ann in page.get_by_role("table", name="Audit log").inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth - innerWidth") <= 0  # long JSON wraps
+    shot(page, "privacy")
+
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, server, "vic@acme.test")
+    page.get_by_role("heading", name="Overview").wait_for()
+    page.get_by_role("link", name="Privacy").click()
+    page.get_by_role("table", name="Privacy requests").wait_for()
+    assert page.get_by_role("form", name="File a deletion or suppression").count() == 0

@@ -3,6 +3,7 @@ import { api, errorText, field, fill, h, notice, session } from "./core.js";
 import { overviewPage } from "./overview.js";
 import { audiencePage, audiencesPage } from "./audiences.js";
 import { destinationPage, destinationsPage } from "./destinations.js";
+import { privacyPage } from "./privacy.js";
 import { profilePage, profilesPage } from "./profiles.js";
 import { sourcesPage, sourcePage } from "./sources.js";
 
@@ -13,6 +14,7 @@ const AREAS = [
   ["profiles", "Profiles", profilesPage],
   ["audiences", "Audiences", audiencesPage],
   ["destinations", "Destinations", destinationsPage],
+  ["privacy", "Privacy", privacyPage],
 ];
 const DETAIL = { sources: sourcePage, profiles: profilePage, audiences: audiencePage,
   destinations: destinationPage };
