@@ -567,7 +567,8 @@ def test_privacy_requests_filed_followed_with_receipts_exports_and_the_audit_log
     rows.filter(has_text="privacy.request").first.wait_for()
     ann = users.get(server.workspace_id, "ann@acme.test")["id"]
     assert ann in page.get_by_role("table", name="Audit log").inner_text()
-    assert page.evaluate("document.documentElement.scrollWidth - innerWidth") <= 0  # long JSON wraps
+    # Long JSON wraps within the page.
+    assert page.evaluate("document.documentElement.scrollWidth - innerWidth") <= 0
     shot(page, "privacy")
 
     page.get_by_role("button", name="Sign out").click()
