@@ -577,3 +577,51 @@ def test_privacy_requests_filed_followed_with_receipts_exports_and_the_audit_log
     page.get_by_role("link", name="Privacy").click()
     page.get_by_role("table", name="Privacy requests").wait_for()
     assert page.get_by_role("form", name="File a deletion or suppression").count() == 0
+
+
+def test_a_tracking_plan_edited_its_violations_and_the_quarantine_replayed(server, users, page):
+    sign_in(page, server, "ann@acme.test")
+    page.get_by_role("link", name="Tracking plans").click()
+    page.get_by_role("link", name="New plan").click()
+    page.get_by_label("Plan id").fill("main")
+    plan = {"name": "Main plan", "sources": ["Website"],
+            "modes": {"unplanned_event": "allow", "schema_violation": "block"},
+            "events": {"Order Completed": {"properties": {
+                "type": "object", "required": ["revenue"],
+                "properties": {"revenue": {"type": "number"}}}}}}  # fmt: skip
+    page.get_by_label("Plan (JSON, as in the workspace file)").fill(
+        json.dumps({**plan, "modes": 3})
+    )
+    page.get_by_role("button", name="Save plan").click()
+    page.get_by_role("alert").filter(has_text="modes").wait_for()  # the API names the field
+    page.get_by_label("Plan (JSON, as in the workspace file)").fill(json.dumps(plan))
+    page.get_by_role("button", name="Save plan").click()
+    page.get_by_test_id("plan-version").filter(has_text="version 1").wait_for()
+
+    client = SegmentClient(server.write_key, host=server.url, sync_mode=True)
+    client.track("u1", "Order Completed", {"revenue": "twelve"})  # blocked: quarantined
+    client.track("u1", "Order Completed", {"revenue": 12})
+    client.track("u1", "Coupon Tried")  # unplanned, allowed
+    wait_for_offset(server, 2)  # the blocked one is never a processed message
+    page.get_by_role("link", name="← Tracking plans").click()
+    by_event = page.get_by_role("table", name="Violations by event")
+    by_event.get_by_role("row").filter(has_text="Coupon Tried").wait_for()
+    assert "▲ 1" in by_event.get_by_role("row").filter(has_text="Coupon Tried").inner_text()
+    by_property = page.get_by_role("table", name="Violations by property")
+    assert "revenue" in by_property.inner_text()
+    quarantine = page.get_by_role("table", name="Quarantine")
+    assert quarantine.get_by_role("row").count() == 2  # the header and the blocked one
+    assert '"twelve"' in quarantine.locator("pre").first.text_content()
+    shot(page, "tracking-plans")
+
+    # The plan is relaxed, and the quarantined message replayed through it passes.
+    page.get_by_role("link", name="main").click()
+    relaxed = {**plan, "events": {"Order Completed": {"properties": {"type": "object"}}}}
+    page.get_by_label("Plan (JSON, as in the workspace file)").fill(json.dumps(relaxed))
+    page.get_by_role("button", name="Save plan").click()
+    page.get_by_text("Saved as version 2.").wait_for()
+    page.get_by_role("link", name="← Tracking plans").click()
+    page.get_by_role("checkbox", name=re.compile("Select ")).check()
+    page.get_by_role("button", name="Replay selected").click()
+    page.get_by_text("Replayed 1: 1 passed, 0 still blocked.").wait_for()
+    assert "Nothing is quarantined." in page.get_by_role("table", name="Quarantine").inner_text()

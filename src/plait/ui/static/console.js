@@ -3,6 +3,7 @@ import { api, errorText, field, fill, h, notice, session } from "./core.js";
 import { overviewPage } from "./overview.js";
 import { audiencePage, audiencesPage } from "./audiences.js";
 import { destinationPage, destinationsPage } from "./destinations.js";
+import { planPage, plansPage } from "./plans.js";
 import { privacyPage } from "./privacy.js";
 import { profilePage, profilesPage } from "./profiles.js";
 import { sourcesPage, sourcePage } from "./sources.js";
@@ -11,12 +12,13 @@ import { sourcesPage, sourcePage } from "./sources.js";
 const AREAS = [
   ["overview", "Overview", overviewPage],
   ["sources", "Sources", sourcesPage],
+  ["plans", "Tracking plans", plansPage],
   ["profiles", "Profiles", profilesPage],
   ["audiences", "Audiences", audiencesPage],
   ["destinations", "Destinations", destinationsPage],
   ["privacy", "Privacy", privacyPage],
 ];
-const DETAIL = { sources: sourcePage, profiles: profilePage, audiences: audiencePage,
+const DETAIL = { sources: sourcePage, plans: planPage, profiles: profilePage, audiences: audiencePage,
   destinations: destinationPage };
 
 const app = document.getElementById("app");
