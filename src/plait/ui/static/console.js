@@ -67,11 +67,22 @@ function signInPage(message) {
   email.focus();
 }
 
+function leavePage() {
+  if (stopPage) { stopPage(); stopPage = null; }
+}
+
 async function signOut() {
-  try { await api("/sessions/current", { method: "DELETE" }); } catch { /* ended already */ }
+  // The page goes first (its timers stop), then the session is ended with the token.
+  const token = session.token;
   session.token = null;
   session.me = null;
+  leavePage();
   signInPage();
+  try {
+    await api("/sessions/current", { method: "DELETE", token });
+  } catch (error) {
+    if (error.status !== 401) signInPage(`Signing out failed: ${errorText(error)}`);  // 401: ended already
+  }
 }
 
 function shell() {
@@ -92,7 +103,7 @@ function shell() {
 
 async function route() {
   if (!session.me) return;
-  if (stopPage) { stopPage(); stopPage = null; }
+  leavePage();
   const [key = "overview", ...rest] = location.hash.replace(/^#\/?/, "").split("/");
   const area = AREAS.find(([k]) => k === key) || AREAS[0];
   for (const link of app.querySelectorAll("nav a")) {
@@ -119,6 +130,7 @@ async function start() {
 window.addEventListener("hashchange", route);
 window.addEventListener("plait:signed-out", () => {
   session.me = null;
+  leavePage();
   signInPage("Your session ended: sign in again.");
 });
 

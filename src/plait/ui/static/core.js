@@ -51,16 +51,16 @@ export const session = {
 };
 
 /** Calls /api/v1; a 401 signs out (the session ended), other errors throw ApiError. */
-export async function api(path, { method = "GET", body, signal } = {}) {
+export async function api(path, { method = "GET", body, signal, token = session.token } = {}) {
   const headers = { Accept: "application/json" };
-  if (session.token) headers.Authorization = `Bearer ${session.token}`;
+  if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(`/api/v1${path}`, {
     method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (response.status === 204) return null;
   const data = await response.json().catch(() => ({}));
-  if (response.status === 401 && session.token) {
+  if (response.status === 401 && session.token && token === session.token) {
     session.token = null;
     window.dispatchEvent(new Event("plait:signed-out"));
   }
