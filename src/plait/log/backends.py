@@ -248,7 +248,24 @@ class SQLiteLogBackend(LogBackend):
 
 
 _LAST_OFFSET = "SELECT max(log_offset) FROM log_messages"
-_IDS_SINCE = "SELECT workspace_id, message_id FROM log_messages WHERE received_at >= ?"
+# Source by source along the log's (workspace_id, source_id, received_at) index: the pairs
+# found by skipping through the index (a loose index scan: one seek a pair, whatever the
+# log's size), then each pair's recent range. CROSS JOIN keeps the pairs the outer loop.
+_IDS_SINCE = """
+WITH RECURSIVE pairs(ws, src) AS (
+  SELECT * FROM (SELECT workspace_id, source_id FROM log_messages
+                 ORDER BY workspace_id, source_id LIMIT 1)
+  UNION ALL
+  SELECT n.workspace_id, n.source_id FROM pairs CROSS JOIN log_messages n
+  WHERE n.rowid = coalesce(
+    (SELECT rowid FROM log_messages WHERE workspace_id = ws AND source_id > src
+     ORDER BY workspace_id, source_id LIMIT 1),
+    (SELECT rowid FROM log_messages WHERE workspace_id > ws
+     ORDER BY workspace_id, source_id LIMIT 1))
+)
+SELECT l.workspace_id, l.message_id FROM pairs CROSS JOIN log_messages l
+WHERE l.workspace_id = pairs.ws AND l.source_id = pairs.src AND l.received_at >= ?
+"""
 _IDS_AFTER = (
     "SELECT log_offset, workspace_id, message_id FROM log_messages "
     "WHERE log_offset > ? ORDER BY log_offset"

@@ -69,7 +69,8 @@ log_messages = sa.Table(
     # Deduplication: this unique index on PostgreSQL; on SQLite (migration 0002 drops it,
     # it made appends 5x slower) the log backend's window of recent messageIds.
     sa.UniqueConstraint("workspace_id", "message_id", name="uq_log_workspace_message"),
-    sa.Index("ix_log_received_at", "received_at"),
+    # A source's arrivals over time (the overview's counts, the dedup window's restart).
+    sa.Index("ix_log_source_received", "workspace_id", "source_id", "received_at"),
     sa.Index("ix_log_workspace_offset", "workspace_id", "log_offset"),
     sqlite_autoincrement=True,
 )

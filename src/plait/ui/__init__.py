@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse
+from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -28,10 +28,6 @@ async def page(request: Request) -> FileResponse:
     return FileResponse(STATIC / "index.html", headers={**NO_CACHE, **SECURITY})
 
 
-async def to_page(request: Request) -> RedirectResponse:
-    return RedirectResponse("/")
-
-
 class Assets(StaticFiles):
     async def get_response(self, path, scope):
         response = await super().get_response(path, scope)
@@ -41,6 +37,5 @@ class Assets(StaticFiles):
 
 routes = [
     Route("/", page),
-    Route("/console", to_page),
     Mount("/ui", app=Assets(directory=STATIC), name="ui"),
 ]
