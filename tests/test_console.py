@@ -628,3 +628,25 @@ def test_a_tracking_plan_edited_its_violations_and_the_quarantine_replayed(serve
     page.get_by_role("button", name="Replay selected").click()
     page.get_by_text("Replayed 1: 1 passed, 0 still blocked.").wait_for()
     assert "Nothing is quarantined." in page.get_by_role("table", name="Quarantine").inner_text()
+
+
+def test_an_admin_manages_users_and_their_roles(server, users, page):
+    sign_in(page, server, "ann@acme.test")
+    page.get_by_role("link", name="Users").click()
+    form = page.get_by_role("form", name="New user")
+    form.get_by_label("Email").fill("new@acme.test")
+    form.get_by_label("Role").select_option("viewer")
+    form.get_by_label("Password (10 characters or more)").fill("short")
+    form.get_by_role("button", name="Add user").click()  # the browser refuses it first
+    assert users.list(server.workspace_id)[-1]["email"] != "new@acme.test"
+    form.get_by_label("Password (10 characters or more)").fill(PASSWORD)
+    form.get_by_role("button", name="Add user").click()
+    page.get_by_text("new@acme.test may sign in as viewer.").wait_for()
+    page.get_by_label("Role of new@acme.test").select_option("editor")
+    page.get_by_text("new@acme.test is now editor. Their sessions ended.").wait_for()
+    assert users.get(server.workspace_id, "new@acme.test")["role"] == "editor"
+    shot(page, "users")
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, server, "vic@acme.test")
+    page.get_by_role("heading", name="Overview").wait_for()
+    assert page.get_by_role("link", name="Users").count() == 0

@@ -48,19 +48,27 @@ def endpoint(scope: str | None):
     def wrap(handler: Callable):
         @functools.wraps(handler)
         async def run(request: Request) -> Response:
-            try:
-                auth = await _authenticate(request, scope)
-                return await handler(request, auth)
-            except ApiError as exc:
-                return error_response(exc.status, exc.code, exc.message, exc.field)
-            except Invalid as exc:
-                return error_response(400, "invalid_field", exc.message, exc.field)
-            except NotFound as exc:
-                return error_response(404, "not_found", str(exc))
+            async def call() -> Response:
+                return await handler(request, await _authenticate(request, scope))
+
+            return await answer(call)
 
         return run
 
     return wrap
+
+
+async def answer(call: Callable) -> Response:
+    """``call``'s response, or the 4xx a domain error means (what every endpoint answers;
+    a handler without a token, such as signing in, uses it alone)."""
+    try:
+        return await call()
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.field)
+    except Invalid as exc:
+        return error_response(400, "invalid_field", exc.message, exc.field)
+    except NotFound as exc:
+        return error_response(404, "not_found", str(exc))
 
 
 async def _authenticate(request: Request, scope: str | None) -> TokenAuth:

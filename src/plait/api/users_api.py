@@ -21,12 +21,12 @@ from plait.api.admin import (
     _audit,
     _json_body,
     _repo,
+    answer,
     endpoint,
-    error_response,
     json_response,
 )
 from plait.store.users import Users, role_of
-from plait.store.workspaces import Invalid, TokenAuth
+from plait.store.workspaces import TokenAuth
 
 
 def _users(request: Request) -> Users:
@@ -43,19 +43,19 @@ def _text(body: dict, field: str, required: bool = True) -> str | None:
 
 
 async def sign_in(request: Request) -> Response:
-    try:
+    async def call() -> Response:
         body = await _json_body(request)
         email, password = _text(body, "email"), _text(body, "password")
         workspace = _text(body, "workspace", required=False)
-        user, token, expires_at = await run_in_threadpool(_users(request).sign_in, email,
-                                                          password, workspace)  # fmt: skip
-    except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.field)
-    except Invalid as exc:
-        return error_response(400, "invalid_field", exc.message, exc.field)
-    except PermissionError as exc:
-        return error_response(401, "authentication_error", str(exc))
-    return json_response({"token": token, "expires_at": expires_at, "user": user}, 201)
+        try:
+            user, token, expires_at = await run_in_threadpool(
+                _users(request).sign_in, email, password, workspace
+            )
+        except PermissionError as exc:
+            raise ApiError(401, "authentication_error", str(exc)) from None
+        return json_response({"token": token, "expires_at": expires_at, "user": user}, 201)
+
+    return await answer(call)
 
 
 @endpoint(None)

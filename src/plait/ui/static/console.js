@@ -7,6 +7,7 @@ import { planPage, plansPage } from "./plans.js";
 import { privacyPage } from "./privacy.js";
 import { profilePage, profilesPage } from "./profiles.js";
 import { sourcesPage, sourcePage } from "./sources.js";
+import { usersPage } from "./users.js";
 
 // [hash, title, page(main, params)]; a page may return a function that stops its timers.
 const AREAS = [
@@ -17,6 +18,7 @@ const AREAS = [
   ["audiences", "Audiences", audiencesPage],
   ["destinations", "Destinations", destinationsPage],
   ["privacy", "Privacy", privacyPage],
+  ["users", "Users", usersPage, "admin"],  // a fourth entry: the scope the area needs
 ];
 const DETAIL = { sources: sourcePage, plans: planPage, profiles: profilePage, audiences: audiencePage,
   destinations: destinationPage };
@@ -88,8 +90,8 @@ async function signOut() {
 function shell() {
   const me = session.me;
   const who = me.user ? `${me.user.name} (${me.user.email})` : "API token";
-  const nav = h("nav", { "aria-label": "Areas" }, AREAS.map(([key, title]) =>
-    h("a", { href: `#/${key}`, "data-area": key }, title)));
+  const nav = h("nav", { "aria-label": "Areas" }, AREAS.filter(([, , , scope]) => !scope || session.can(scope))
+    .map(([key, title]) => h("a", { href: `#/${key}`, "data-area": key }, title)));
   fill(app, h("div", { class: "shell" },
     h("header", {},
       h("span", { class: "brand" }, "Plait"),

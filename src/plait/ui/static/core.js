@@ -50,12 +50,18 @@ export const session = {
   },
 };
 
-/** Calls /api/v1; a 401 signs out (the session ended), other errors throw ApiError. */
-export async function api(path, { method = "GET", body, signal, token = session.token } = {}) {
+/** Calls /api/v1 (see request). */
+export function api(path, options) {
+  return request(`/api/v1${path}`, options);
+}
+
+/** Calls Plait with the session's token; a 401 signs out (the session ended), other
+ *  errors throw ApiError. */
+export async function request(url, { method = "GET", body, signal, token = session.token } = {}) {
   const headers = { Accept: "application/json" };
   if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(`/api/v1${path}`, {
+  const response = await fetch(url, {
     method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (response.status === 204) return null;

@@ -1,18 +1,13 @@
 // Profiles: search by any identifier; a profile's traits with their provenance, computed
 // traits, audiences, consent, its event timeline and its identity graph with the merges
 // that made it, from which it can be unmerged.
-import { api, errorText, field, fill, formatTime, h, notice, session } from "./core.js";
+import { api, errorText, field, fill, formatTime, h, notice, request, session } from "./core.js";
 import { identityGraph } from "./graph.js";
 
 const space = () => `/v1/spaces/${encodeURIComponent(session.me.workspace.slug)}/collections/users/profiles`;
 
-/** The Profile API (Segment's paths) with the console's token. */
-async function profileApi(path) {
-  const response = await fetch(space() + path, { headers: { Authorization: `Bearer ${session.token}` } });
-  const data = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(data.error?.message || `HTTP ${response.status}`);
-  return data;
-}
+/** The Profile API (Segment's paths). */
+const profileApi = (path) => request(space() + path);
 
 export async function profilesPage(main) {
   const query = h("input", { name: "q", type: "search", required: true,
