@@ -141,6 +141,17 @@ class ServerThread:
         self.thread.join(timeout=20)
 
 
+def wait_processed(store: Store, count: int, timeout: float = 15.0) -> None:
+    """Until the pipeline has processed ``count`` messages (blocked ones never count)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with store.engine.connect() as conn:
+            if conn.execute(sa.text("SELECT count(*) FROM message_profiles")).scalar() >= count:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"the pipeline did not process {count} messages")
+
+
 def start_server(store: Store, **overrides) -> tuple[ServerThread, str]:
     port = free_port()
     settings = Settings(

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
-from conftest import RunningServer, require, start_server
+from conftest import RunningServer, require, start_server, wait_processed
 from segment.analytics import Client as SegmentClient
 
 from plait.store.users import Users
@@ -460,7 +459,7 @@ def test_a_destination_connected_previewed_and_its_dead_letters_replayed(server,
     sink = Sink()
     client = SegmentClient(server.write_key, host=server.url, sync_mode=True)
     client.track("u1", "Order Completed", {"revenue": 5})
-    wait_for_offset(server, 1)
+    wait_processed(server.store, 1)
 
     sign_in(page, server, "eve@acme.test")
     page.get_by_role("link", name="Destinations").click()
@@ -511,20 +510,6 @@ def test_a_destination_connected_previewed_and_its_dead_letters_replayed(server,
     assert page.get_by_role("link", name="Connect a destination").count() == 0
 
 
-def wait_for_offset(server: RunningServer, count: int) -> None:
-    """Until the pipeline has processed ``count`` messages (previews read processed ones)."""
-    admin = {"Authorization": f"Bearer {server.admin_token}"}
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if len(httpx.get(f"{server.url}/api/v1/events", headers=admin).json()["events"]) >= count:
-            with server.store.engine.connect() as conn:
-                done = conn.execute(sa.text("SELECT count(*) FROM message_profiles")).scalar()
-            if done >= count:
-                return
-        time.sleep(0.1)
-    raise AssertionError("the pipeline did not process the messages")
-
-
 def test_privacy_requests_filed_followed_with_receipts_exports_and_the_audit_log(
     server, users, page
 ):
@@ -532,7 +517,7 @@ def test_privacy_requests_filed_followed_with_receipts_exports_and_the_audit_log
     client.identify("u9", {"email": "gone@example.com"})
     client.identify("u8", {"email": "stays@example.com"})
     client.track("u9", "Order Completed")
-    wait_for_offset(server, 3)
+    wait_processed(server.store, 3)
 
     sign_in(page, server, "ann@acme.test")
     page.get_by_role("link", name="Privacy").click()
@@ -605,7 +590,7 @@ def test_a_tracking_plan_edited_its_violations_and_the_quarantine_replayed(serve
     client.track("u1", "Order Completed", {"revenue": "twelve"})  # blocked: quarantined
     client.track("u1", "Order Completed", {"revenue": 12})
     client.track("u1", "Coupon Tried")  # unplanned, allowed
-    wait_for_offset(server, 2)  # the blocked one is never a processed message
+    wait_processed(server.store, 2)  # the blocked one is never a processed message
     page.get_by_role("link", name="← Tracking plans").click()
     by_event = page.get_by_role("table", name="Violations by event")
     by_event.get_by_role("row").filter(has_text="Coupon Tried").wait_for()

@@ -3,12 +3,9 @@ backends: what the pages show is tested in Chromium in test_console.py."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
-import sqlalchemy as sa
-from conftest import RunningServer
+from conftest import RunningServer, wait_processed
 from segment.analytics import Client as SegmentClient
 
 from plait.api.overview_api import BUCKETS
@@ -22,23 +19,13 @@ def http(server: RunningServer):
         yield client
 
 
-def processed(server: RunningServer, count: int) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        with server.store.engine.connect() as conn:
-            if conn.execute(sa.text("SELECT count(*) FROM message_profiles")).scalar() >= count:
-                return
-        time.sleep(0.05)
-    raise AssertionError("not processed")
-
-
 def test_the_overview_counts_events_by_source_and_profiles(server, http):
     backend, key = server.repo.create_source(server.workspace_id, "Backend", "python")
     for write_key, n in ((server.write_key, 3), (key, 2)):
         client = SegmentClient(write_key, host=server.url, sync_mode=True)
         for i in range(n):
             client.track(f"user-{i}", "Signed Up")
-    processed(server, 5)
+    wait_processed(server.store, 5)
     found = http.get("/api/v1/overview", params={"minutes": 30}).json()
     assert found["bucket_ms"] == 30_000 and found["to"] - found["from"] == 30 * 60_000
     by_name = {s["name"]: s for s in found["events"]}
@@ -55,7 +42,7 @@ def test_a_destination_preview_shows_the_mapping_without_sending(server, http):
     client = SegmentClient(server.write_key, host=server.url, sync_mode=True)
     client.track("u1", "Order Completed", {"revenue": 42, "currency": "EUR"})
     client.identify("u1", {"email": "ada@example.com"})
-    processed(server, 2)
+    wait_processed(server.store, 2)
     mixpanel = {"type": "mixpanel", "settings": {"project_id": "123", "username": "svc",
                                                  "secret": "s3cret"}}  # fmt: skip
     latest = http.post("/api/v1/destinations/preview", json={"destination": mixpanel}).json()
