@@ -458,8 +458,9 @@ class Sink:
 def test_a_destination_connected_previewed_and_its_dead_letters_replayed(server, users, page):
     sink = Sink()
     client = SegmentClient(server.write_key, host=server.url, sync_mode=True)
+    client.identify("u1", {"plan": "pro"})
     client.track("u1", "Order Completed", {"revenue": 5})
-    wait_processed(server.store, 1)
+    wait_processed(server.store, 2)
 
     sign_in(page, server, "eve@acme.test")
     page.get_by_role("link", name="Destinations").click()
@@ -477,6 +478,29 @@ def test_a_destination_connected_previewed_and_its_dead_letters_replayed(server,
     page.get_by_role("button", name="Preview on the latest event").click()
     outcome.filter(has_text="sent").wait_for()
     assert '"revenue": 5' in page.get_by_test_id("preview-after").inner_text()
+    older = page.get_by_role("button", name="Older event")
+    older.click()  # a step back through real events: the identify before it
+    outcome.filter(has_text="filtered: its filter leaves the message out").wait_for()
+    assert '"type": "identify"' in page.get_by_test_id("preview-before").inner_text()
+    assert older.is_disabled()  # nothing older
+    # Its mapping, tried before it is saved: rename the event, compute a property.
+    page.get_by_role("button", name="Add a transformation").click()
+    page.get_by_label("Name", exact=True).fill("crm shape")
+    page.get_by_label("From event").fill("Order Completed")
+    page.get_by_label("To event").fill("Purchase")
+    page.get_by_role("button", name="Add a rule to transformation 1").click()
+    page.get_by_role("combobox", name="Rule 2").select_option("derive_property")
+    page.get_by_label("Path to set").fill("properties.cents")
+    page.get_by_label("Expression", exact=True).fill("round(properties.revenue * 100")
+    page.get_by_role("button", name="Preview on the latest event").click()
+    alert = page.get_by_role("alert")
+    alert.filter(has_text="mapping[0].rules[1].derive_property.expr").wait_for()
+    page.get_by_label("Expression", exact=True).fill("round(properties.revenue * 100)")
+    page.get_by_role("button", name="Preview on the latest event").click()
+    after = page.get_by_test_id("preview-after")
+    after.filter(has_text='"event": "Purchase"').wait_for()
+    assert '"cents": 500' in after.inner_text()
+    assert '"event": "Order Completed"' in page.get_by_test_id("preview-before").inner_text()
     shot(page, "destination-editor")
     page.get_by_role("button", name="Save destination").click()
     page.get_by_test_id("delivered").wait_for()
@@ -496,7 +520,17 @@ def test_a_destination_connected_previewed_and_its_dead_letters_replayed(server,
     page.get_by_role("button", name="Replay dead letters").click()
     page.get_by_test_id("delivered").filter(has_text=re.compile(r"^2")).wait_for(timeout=20_000)
     assert page.get_by_test_id("failed").inner_text().startswith("0")
-    assert [m["event"] for m in sink.received] == ["Order Completed", "Broken Event"]
+    assert [m["event"] for m in sink.received] == ["Purchase", "Broken Event"]
+    assert sink.received[0]["properties"]["cents"] == 700
+    assert "crm shape" in page.get_by_test_id("mapping").inner_text()
+    # Edited later: the saved mapping comes back rule by rule; a rule removed stays removed.
+    page.get_by_role("link", name="Edit").click()
+    assert page.get_by_label("To event").input_value() == "Purchase"
+    page.get_by_label("To event").fill("Order Placed")
+    page.get_by_role("button", name="Remove rule 2").click()
+    page.get_by_role("button", name="Save destination").click()
+    page.get_by_test_id("mapping").filter(has_text="Order Placed").wait_for()
+    assert "cents" not in page.get_by_test_id("mapping").inner_text()
 
     # A viewer sees the health, but no control, and the API refuses the replay.
     page.get_by_role("button", name="Sign out").click()
@@ -505,6 +539,14 @@ def test_a_destination_connected_previewed_and_its_dead_letters_replayed(server,
     page.goto(f"{server.url}/#/destinations/crm_hook")
     page.get_by_test_id("delivered").wait_for()
     assert page.get_by_role("link", name="Edit").count() == 0
+    assert "Order Placed" in page.get_by_test_id("mapping").inner_text()
+    refused = page.evaluate(
+        """async () => (await fetch("/api/v1/destinations/crm_hook/mapping", {method: "PUT",
+             headers: {"Authorization": `Bearer ${sessionStorage.getItem("plait.token")}`,
+                       "Content-Type": "application/json"},
+             body: JSON.stringify({mapping: []})})).status"""
+    )
+    assert refused == 403
     page.goto(f"{server.url}/#/destinations")
     page.get_by_role("table", name="Destinations").wait_for()
     assert page.get_by_role("link", name="Connect a destination").count() == 0

@@ -54,6 +54,7 @@ def test_a_destination_preview_shows_the_mapping_without_sending(server, http):
     mapped = http.post("/api/v1/destinations/preview",
                        json={"destination": mixpanel, "log_offset": first}).json()  # fmt: skip
     assert mapped["before"]["event"] == "Order Completed" and mapped["outcome"] == "sent"
+    assert latest["older"] == first and mapped["older"] is None  # to step back through
     assert mapped["after"]["event"] == "Order Completed"
     assert mapped["after"]["properties"]["revenue"] == 42  # Mixpanel's shape
     assert mapped["after"]["properties"]["distinct_id"] == "u1"
@@ -82,6 +83,84 @@ def test_a_destination_preview_shows_the_mapping_without_sending(server, http):
     missing = http.post("/api/v1/destinations/preview",
                         json={"destination": mixpanel, "log_offset": 10**12})  # fmt: skip
     assert missing.status_code == 404
+
+
+def test_a_destinations_mapping_is_its_own_transformations_previewed_then_saved(server, http):
+    client = SegmentClient(server.write_key, host=server.url, sync_mode=True)
+    client.track("u1", "Order Done", {"plan": "pro"})
+    wait_processed(server.store, 1)
+    hook = {"type": "webhook", "settings": {"url": "http://127.0.0.1:9/hook"}}
+    assert http.put("/api/v1/destinations/hook", json=hook).status_code == 200
+    rename = {"rename_event": {"from": "Order Done", "to": "Order Completed"}}
+    saved = [
+        {
+            "name": "tidy",
+            "rules": [{"map_values": {"property": "properties.plan", "map": {"pro": "Pro"}}}],
+        },  # fmt: skip
+        {"name": "hook only", "destinations": ["hook"], "rules": [rename]},
+        {
+            "name": "both",
+            "destinations": ["hook", "other"],
+            "rules": [{"drop_property": "properties.debug"}],
+        },  # fmt: skip
+    ]
+    put = http.put("/api/v1/governance/transformations", json={"transformations": saved})
+    assert put.status_code == 200, put.text
+    found = http.get("/api/v1/destinations/hook/mapping").json()
+    assert found["destination"] == "hook"
+    assert [t["name"] for t in found["own"]] == ["hook only"]
+    assert [t["name"] for t in found["shared"]] == ["both"]
+
+    # Unsaved: the mapping sent stands for its own transformations; nothing is stored.
+    trial = [{"name": "hook only", "rules": [rename, {"derive_property": {
+        "name": "properties.tier", "expr": "upper(properties.plan)"}}]}]  # fmt: skip
+    draft = {"key": "hook", **hook}
+    shown = http.post("/api/v1/destinations/preview",
+                      json={"destination": draft, "mapping": trial}).json()  # fmt: skip
+    assert shown["before"]["event"] == "Order Done"  # as processed: after intake ones ran
+    assert shown["after"]["event"] == "Order Completed"
+    assert shown["after"]["properties"]["tier"] == "PRO"
+    emptied = http.post("/api/v1/destinations/preview",
+                        json={"destination": draft, "mapping": []}).json()  # fmt: skip
+    assert emptied["after"]["event"] == "Order Done"
+    unchanged = http.get("/api/v1/governance/transformations").json()["transformations"]
+    assert unchanged == saved
+
+    # Saved: it replaces its own ones in place; the others stay as they were.
+    answer = http.put("/api/v1/destinations/hook/mapping", json={"mapping": trial})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["changed"] is True
+    assert answer.json()["own"][0]["destinations"] == ["hook"]
+    stored = http.get("/api/v1/governance/transformations").json()["transformations"]
+    assert [t["name"] for t in stored] == ["tidy", "hook only", "both"]
+    assert stored[1]["rules"] == trial[0]["rules"] and stored[0] == saved[0]
+    audited = http.get("/api/v1/audit", params={"action": "destination.mapping.put"}).json()
+    assert len(audited["records"]) == 1 and audited["records"][0]["target"] == "transformations"
+
+    # Bad input is named after the mapping, and changes nothing.
+    bad_rule = [{"name": "x", "rules": [{"derive_property": {"name": "properties.a",
+                                                            "expr": "nope("}}]}]  # fmt: skip
+    for body, field in (
+        ({}, "mapping"),
+        ({"mapping": {"name": "x"}}, "mapping"),
+        ({"mapping": bad_rule}, "mapping[0].rules[0].derive_property.expr"),
+        ({"mapping": [{"name": "x", "sources": ["Website"], "rules": [rename]}]},
+         "mapping[0].sources"),
+        ({"mapping": [{"name": "tidy", "rules": [rename]}]}, "mapping[0].name"),
+    ):  # fmt: skip
+        answer = http.put("/api/v1/destinations/hook/mapping", json=body)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]["field"].endswith(field), answer.text
+    assert http.get("/api/v1/governance/transformations").json()["transformations"] == stored
+    assert http.get("/api/v1/destinations/nope/mapping").status_code == 404
+    # Reading needs governance:read, changing governance:write.
+    _, reader = server.repo.create_token(server.workspace_id, "ro",
+                                         ["governance:read", "destinations:read"])  # fmt: skip
+    as_reader = {"Authorization": f"Bearer {reader}"}
+    assert http.get("/api/v1/destinations/hook/mapping", headers=as_reader).status_code == 200
+    refused = http.put("/api/v1/destinations/hook/mapping", json={"mapping": []},
+                       headers=as_reader)  # fmt: skip
+    assert refused.status_code == 403
 
 
 def test_the_connector_types_list_every_kind(server, http):

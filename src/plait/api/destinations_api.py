@@ -8,8 +8,12 @@ GET    /api/v1/destinations/{key}/deliveries?status=retrying|waiting|failed&limi
 POST   /api/v1/destinations/{key}/replay             {"dead_letters": true} or
                                                      {"start": ISO, "end": ISO}
 POST   /api/v1/destinations/{key}/discard            forget the dead letters
-POST   /api/v1/destinations/preview                  {destination, log_offset?}: what it would
-                                                     receive of a recent message (nothing sent)
+GET    /api/v1/destinations/{key}/mapping            its own transformations (and shared ones)
+PUT    /api/v1/destinations/{key}/mapping            {"mapping": [...]} replaces its own ones
+                                                     (governance:read / governance:write)
+POST   /api/v1/destinations/preview                  {destination, log_offset?, mapping?}: what
+                                                     it would receive of a recent message
+                                                     (nothing sent; mapping: unsaved ones)
 GET    /api/v1/destination-types                     the connectors: type, secrets, batching
 GET    /api/v1/deliveries/{message_id}               a message's status at each destination
 """
@@ -32,6 +36,7 @@ from plait.api.admin import (
     json_response,
     limit_query,
 )
+from plait.api.governance_api import change_governance
 from plait.destinations import manage
 from plait.destinations.connectors import CONNECTORS
 from plait.destinations.preview import preview
@@ -150,14 +155,43 @@ async def preview_destination(request: Request, auth: TokenAuth) -> Response:
                        "destination")  # fmt: skip
     if offset is not None and (isinstance(offset, bool) or not isinstance(offset, int)):
         raise ApiError(400, "invalid_field", "a log offset (an integer)", "log_offset")
+    mapping = body.get("mapping")
+    if mapping is not None and not isinstance(mapping, list):
+        raise ApiError(400, "invalid_field", "a list of transformations", "mapping")
     repo = _repo(request)
     # A secret shown masked (the console edits what GET answered) is the stored one.
     doc = manage.unmasked({"key": "preview", **doc}, manage.documents(repo, auth.workspace_id))
     try:
-        found = await run_in_threadpool(preview, repo.store, auth.workspace_id, doc, offset)
+        found = await run_in_threadpool(preview, repo.store, auth.workspace_id, doc, offset,
+                                        mapping)  # fmt: skip
     except LookupError as exc:
         raise ApiError(404, "not_found", str(exc)) from None
     return json_response(found)
+
+
+@endpoint("governance:read")
+async def get_mapping(request: Request, auth: TokenAuth) -> Response:
+    found = await run_in_threadpool(manage.mapping, _repo(request), auth.workspace_id,
+                                    request.path_params["key"])  # fmt: skip
+    return json_response(found)
+
+
+@endpoint("governance:write")
+async def put_mapping(request: Request, auth: TokenAuth) -> Response:
+    """A destination's mapping is transformations: saved (checked whole, audited) as a
+    change of the workspace's ``transformations``."""
+    body = await _json_body(request)
+    if "mapping" not in body:
+        raise ApiError(400, "invalid_field", 'send {"mapping": [...]}', "mapping")
+    repo, key = _repo(request), request.path_params["key"]
+
+    def put() -> dict:
+        docs = manage.with_mapping(repo, auth.workspace_id, key, body["mapping"])
+        changed = change_governance(request, auth, {"transformations": docs},
+                                    "destination.mapping.put")  # fmt: skip
+        return {**manage.mapping(repo, auth.workspace_id, key), "changed": bool(changed)}
+
+    return json_response(await run_in_threadpool(put))
 
 
 routes = [
@@ -166,6 +200,8 @@ routes = [
     Route("/api/v1/destinations/{key}", get_destination, methods=["GET"]),
     Route("/api/v1/destinations/{key}", put_destination, methods=["PUT"]),
     Route("/api/v1/destinations/{key}", delete_destination, methods=["DELETE"]),
+    Route("/api/v1/destinations/{key}/mapping", get_mapping, methods=["GET"]),
+    Route("/api/v1/destinations/{key}/mapping", put_mapping, methods=["PUT"]),
     Route("/api/v1/destinations/{key}/deliveries", list_deliveries, methods=["GET"]),
     Route("/api/v1/destinations/{key}/replay", replay, methods=["POST"]),
     Route("/api/v1/destinations/{key}/discard", discard, methods=["POST"]),

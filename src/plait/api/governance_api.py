@@ -42,7 +42,9 @@ def _int_param(request: Request, name: str, default: int | None, high: int = 10_
     return value
 
 
-def _change(request: Request, auth: TokenAuth, sections: dict[str, Any], action: str) -> list:
+def change_governance(
+    request: Request, auth: TokenAuth, sections: dict[str, Any], action: str
+) -> list:
     """Check, save and audit a change of governance documents; returns what changed."""
     repo = _repo(request)
     keyring = request.app.state.keyring
@@ -103,7 +105,7 @@ async def put_plan(request: Request, auth: TokenAuth) -> Response:
             plans[ids.index(plan_id)] = plan
         else:
             plans.append(plan)
-        _change(request, auth, {"tracking_plans": plans}, "tracking_plan.put")
+        change_governance(request, auth, {"tracking_plans": plans}, "tracking_plan.put")
         return _plan(repo, auth.workspace_id, plan_id)
 
     return json_response({"plan": await run_in_threadpool(put)})
@@ -117,7 +119,7 @@ async def delete_plan(request: Request, auth: TokenAuth) -> Response:
         repo = _repo(request)
         _plan(repo, auth.workspace_id, plan_id)
         plans = [p for p in _plans(repo, auth.workspace_id) if p["id"] != plan_id]
-        _change(request, auth, {"tracking_plans": plans}, "tracking_plan.delete")
+        change_governance(request, auth, {"tracking_plans": plans}, "tracking_plan.delete")
 
     await run_in_threadpool(delete)
     return Response(status_code=204)
@@ -246,7 +248,7 @@ async def put_setting(request: Request, auth: TokenAuth) -> Response:
     if section not in data:
         raise ApiError(400, "invalid_field", f"send {{{section!r}: ...}}", section)
     changed = await run_in_threadpool(
-        _change, request, auth, {section: data[section]}, f"{section}.put"
+        change_governance, request, auth, {section: data[section]}, f"{section}.put"
     )
     return json_response({section: data[section], "changed": bool(changed)})
 

@@ -29,6 +29,7 @@ from plait.destinations.dispatcher import (
     source_names,
 )
 from plait.govern.config import GovernanceCache
+from plait.govern.transformations import destination_mapping, with_destination_mapping
 from plait.lake.writer import read_processed
 from plait.log import backend_for
 from plait.spec.timestamps import parse_timestamp
@@ -168,7 +169,23 @@ def _require(repo: Workspaces, workspace_id: str, key: str) -> Destination:
     return found
 
 
+def with_mapping(repo: Workspaces, workspace_id: str, key: str, mapping: Any) -> list[Any]:
+    """The workspace's transformations with destination ``key``'s own replaced by
+    ``mapping`` (checked; saving them is the caller's governance change)."""
+    name = _require(repo, workspace_id, key).name
+    sources = {s["name"]: s["id"] for s in repo.list_sources(workspace_id)}
+    docs = repo.get_setting(workspace_id, "transformations") or []
+    return with_destination_mapping(docs, name, mapping, sources)
+
+
 # Reading ------------------------------------------------------------------------------------
+
+
+def mapping(repo: Workspaces, workspace_id: str, key: str) -> dict[str, Any]:
+    """Destination ``key``'s transformations: its own (its mapping) and those it shares."""
+    name = _require(repo, workspace_id, key).name
+    docs = repo.get_setting(workspace_id, "transformations") or []
+    return {"destination": name, **destination_mapping(docs, name)}
 
 
 def status(store: Store, workspace_id: str, key: str) -> dict[str, Any]:

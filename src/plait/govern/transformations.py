@@ -207,6 +207,61 @@ def dry_run(
     }
 
 
+def destination_mapping(docs: list[Any] | None, name: str) -> dict[str, list[dict]]:
+    """Destination ``name``'s transformations in ``docs``: ``own``, those for it alone (its
+    mapping, edited on its page), and ``shared``, those it shares with other destinations."""
+    own, shared = [], []
+    for doc in docs or []:
+        targets = doc.get("destinations") if isinstance(doc, dict) else None
+        if targets == [name] or targets == name:
+            own.append(doc)
+        elif isinstance(targets, list) and name in targets:
+            shared.append(doc)
+    return {"own": own, "shared": shared}
+
+
+def with_destination_mapping(
+    docs: list[Any] | None, name: str, mapping: Any, sources: dict[str, str]
+) -> list[Any]:
+    """``docs`` with destination ``name``'s own transformations replaced by ``mapping`` (a
+    list of transformations without ``sources``/``destinations``: each is given
+    ``destinations: [name]``), where the first of them stood, else at the end.
+
+    The mapping is checked on its own first, so an error names ``mapping[i]...``."""
+    if not isinstance(mapping, list):
+        raise Invalid("mapping", "must be a list of transformations")
+    placed = []
+    for index, doc in enumerate(mapping):
+        if not isinstance(doc, dict):
+            raise Invalid(f"mapping[{index}]", "must be a mapping with a name and rules")
+        for key in ("sources", "destinations"):
+            if key in doc and doc[key] not in (None, [name], name):
+                raise Invalid(f"mapping[{index}].{key}",
+                              f"a destination's mapping runs for {name!r} alone")  # fmt: skip
+        placed.append({**{k: v for k, v in doc.items() if k != "sources"}, "destinations": [name]})
+    try:
+        compile_transformations(placed, sources)
+    except Invalid as exc:
+        raise Invalid(exc.field.replace("transformations", "mapping", 1), exc.message) from None
+    own = destination_mapping(docs, name)["own"]
+    others = {
+        d.get("name") for d in docs or [] if isinstance(d, dict) and not any(d is o for o in own)
+    }
+    for index, doc in enumerate(placed):
+        if doc.get("name") in others:
+            taken = f"{doc['name']!r} is already the name of another transformation"
+            raise Invalid(f"mapping[{index}].name", taken)
+    out, put = [], False
+    for doc in docs or []:
+        if any(doc is o for o in own):
+            if not put:
+                out.extend(placed)
+                put = True
+            continue
+        out.append(doc)
+    return out if put else out + placed
+
+
 # -- compiling one transformation ---------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 // after on a real recent event), and its health: delivered, retrying, failed, and the
 // dead letters, replayed or discarded.
 import { api, errorText, field, fill, formatNumber, formatTime, h, notice, session } from "./core.js";
+import { mappingEditor } from "./mapping.js";
 
 const MESSAGE_TYPES = ["track", "identify", "page", "screen", "group", "alias"];
 const list = (text) => text.split(",").map((x) => x.trim()).filter(Boolean);
@@ -26,10 +27,11 @@ export async function destinationPage(main, [key, mode]) {
   const status = h("div", { "aria-live": "polite" });
   const body = h("div");
   async function draw() {
-    const [dest, failed, retrying] = await Promise.all([
+    const [dest, failed, retrying, mapped] = await Promise.all([
       api(`/destinations/${encodeURIComponent(key)}`),
       api(`/destinations/${encodeURIComponent(key)}/deliveries?status=failed&limit=100`),
       api(`/destinations/${encodeURIComponent(key)}/deliveries?status=retrying&limit=100`),
+      session.can("governance:read") ? api(`/destinations/${encodeURIComponent(key)}/mapping`) : null,
     ]);
     const s = dest.status, writable = session.can("destinations:write");
     const card = (label, value, id) => h("div", { class: "card", "data-testid": id },
@@ -55,6 +57,9 @@ export async function destinationPage(main, [key, mode]) {
       table("Dead letters", failed.deliveries),
       h("h2", {}, "Retrying"), table("Retrying", retrying.deliveries),
       h("h2", {}, "Definition"), h("pre", { "data-testid": "definition" }, JSON.stringify(definition, null, 2)),
+      mapped ? [h("h2", {}, "Mapping"), mapped.own.length || mapped.shared.length
+        ? h("pre", { "data-testid": "mapping" }, JSON.stringify([...mapped.own, ...mapped.shared], null, 2))
+        : h("p", { class: "muted" }, "No transformation: it receives events as processed.")] : null,
       writable ? h("p", {}, h("a", { href: `#/destinations/${encodeURIComponent(key)}/edit` }, "Edit")) : null);
   }
   async function act(what, payload, done) {
@@ -73,8 +78,12 @@ export async function destinationPage(main, [key, mode]) {
 }
 
 async function editor(main, key) {
-  const [{ types }, existing] = await Promise.all([api("/destination-types"),
-    key ? api(`/destinations/${encodeURIComponent(key)}`) : null]);
+  const mappable = session.can("governance:read");
+  const [{ types }, existing, mapped] = await Promise.all([api("/destination-types"),
+    key ? api(`/destinations/${encodeURIComponent(key)}`) : null,
+    key && mappable ? api(`/destinations/${encodeURIComponent(key)}/mapping`) : { own: [], shared: [] }]);
+  const mapping = mappingEditor(mapped.own, mapped.shared, { editable: session.can("governance:write") });
+  const savedMapping = JSON.stringify(mapping.read());
   const doc = existing || { type: "webhook", settings: { url: "https://example.com/hook", secret: "" } };
   const keyInput = h("input", { name: "key", required: true, value: key || "", readonly: key ? true : undefined });
   const type = h("select", { name: "type", disabled: key ? true : undefined }, types.map((t) =>
@@ -117,13 +126,20 @@ async function editor(main, key) {
     return out;
   }
 
-  async function preview() {
+  let older = null;  // the processed message before the one shown, to step back to
+  const olderButton = h("button", { type: "button", class: "secondary", disabled: true, onclick: () => preview(older) }, "Older event");
+  async function preview(offset) {
     fill(status);
     try {
-      const found = await api("/destinations/preview", { method: "POST", body: { destination: { key: keyInput.value || "preview", ...definition() } } });
+      const body = { destination: { key: keyInput.value || "preview", ...definition() } };
+      if (offset !== undefined) body.log_offset = offset;
+      if (mappable) body.mapping = mapping.read();
+      const found = await api("/destinations/preview", { method: "POST", body });
       before.textContent = JSON.stringify(found.before, null, 2);
       after.textContent = found.after ? JSON.stringify(found.after, null, 2) : "(nothing)";
-      outcome.textContent = `The latest event (${found.message_id}): ${found.outcome}.`;
+      outcome.textContent = `${offset === undefined ? "The latest event" : "Event"} ${found.message_id} (${found.before.type}${found.before.event ? ` “${found.before.event}”` : ""}): ${found.outcome}.`;
+      older = found.older;
+      olderButton.disabled = older === null;
     } catch (error) {
       fill(status, notice(errorText(error)));
     }
@@ -134,7 +150,11 @@ async function editor(main, key) {
     fill(status);
     try {
       const k = keyInput.value.trim();
+      const changedMapping = mappable && JSON.stringify(mapping.read()) !== savedMapping ? mapping.read() : null;
       await api(`/destinations/${encodeURIComponent(k)}`, { method: "PUT", body: definition() });
+      if (changedMapping) {
+        await api(`/destinations/${encodeURIComponent(k)}/mapping`, { method: "PUT", body: { mapping: changedMapping } });
+      }
       location.hash = `#/destinations/${encodeURIComponent(k)}`;
     } catch (error) {
       fill(status, notice(errorText(error)));
@@ -151,8 +171,9 @@ async function editor(main, key) {
       h("fieldset", {}, h("legend", {}, "Message types (none checked: all)"),
         h("div", { class: "inline" }, kinds.map((k) => h("label", {}, k, k.value)))),
       h("div", { class: "inline" }, field("Batch size", batch), field("Rate limit (requests a second)", rate)),
+      mappable ? [h("h2", {}, "Mapping"), mapping.element] : null,
       h("h2", {}, "Before and after"),
-      h("p", {}, h("button", { type: "button", class: "secondary", onclick: preview }, "Preview on the latest event")), outcome,
+      h("p", {}, h("button", { type: "button", class: "secondary", onclick: () => preview() }, "Preview on the latest event"), " ", olderButton), outcome,
       h("div", { class: "columns" }, h("div", {}, h("h3", {}, "The event"), before), h("div", {}, h("h3", {}, "What it receives"), after)),
       h("p", {}, h("button", { type: "submit" }, "Save destination"))));
 }
