@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from conftest import RunningServer
 from typer.testing import CliRunner
 
+from plait.api.sign_in_guard import PER_ADDRESS, PER_EMAIL, WINDOW_SECONDS, SignInGuard
 from plait.cli import app
 from plait.settings import get_settings
 from plait.store.schema import tokens
@@ -202,3 +203,37 @@ def test_the_users_commands(server, monkeypatch):
         assert live == 0
     finally:
         get_settings.cache_clear()
+
+
+def test_repeated_failed_sign_ins_wait_even_with_the_right_password(server, http):
+    http.post("/api/v1/users", json={"email": "ann@acme.test", "role": "editor",
+                                     "password": PASSWORD})  # fmt: skip
+    for _ in range(PER_EMAIL):
+        assert sign_in(server, "Ann@acme.test", "a wrong guess").status_code == 401
+    held = sign_in(server, "ann@acme.test")  # the right password, too late
+    assert held.status_code == 429 and held.json()["error"]["code"] == "rate_limited"
+    assert 0 < int(held.headers["Retry-After"]) <= WINDOW_SECONDS
+    # The account is held, not the address: another user signs in.
+    http.post("/api/v1/users", json={"email": "eve@acme.test", "role": "viewer",
+                                     "password": PASSWORD})  # fmt: skip
+    assert sign_in(server, "eve@acme.test").status_code == 201
+
+
+def test_failed_attempts_age_out_and_a_success_clears_them():
+    now = [0.0]
+    guard = SignInGuard(clock=lambda: now[0])
+    for _ in range(PER_EMAIL - 1):
+        guard.failed("ann@acme.test", "10.0.0.1")
+    assert guard.retry_after("ANN@acme.test", "10.0.0.1") == 0
+    guard.succeeded("ann@acme.test")  # a success: the count starts again
+    for _ in range(PER_EMAIL):
+        now[0] += 1
+        guard.failed("ann@acme.test", "10.0.0.1")
+    assert guard.retry_after("ann@acme.test", "10.0.0.2") == WINDOW_SECONDS - PER_EMAIL + 1
+    now[0] += WINDOW_SECONDS - PER_EMAIL + 1  # the oldest failure ages out
+    assert guard.retry_after("ann@acme.test", "10.0.0.2") == 0
+    # One address guessing across many accounts is held too.
+    for i in range(PER_ADDRESS):
+        guard.failed(f"user{i}@acme.test", "10.0.0.9")
+    assert guard.retry_after("someone@acme.test", "10.0.0.9") == WINDOW_SECONDS
+    assert guard.retry_after("someone@acme.test", "10.0.0.1") == 0

@@ -25,6 +25,7 @@ from plait.api import (
     syncs_api,
     users_api,
 )
+from plait.api.sign_in_guard import SignInGuard
 from plait.collect.bodies import BodyError, read_body
 from plait.collect.guard import IngestGuards
 from plait.collect.http import CollectApp
@@ -134,6 +135,7 @@ class PlaitApp:
             self.store, log, self.writer, workspaces, keyring
         )  # fmt: skip
         state.settings = self.settings
+        state.sign_in_guard = SignInGuard()
 
     def _on_commit(self, rows: int, inserted: int) -> None:
         record_commit(rows, inserted)

@@ -1,6 +1,7 @@
 """Console users and sessions under /api/v1:
 
 POST   /api/v1/sessions           sign in: {email, password, workspace?} -> a session token
+                                  (429 after repeated failures: see sign_in_guard)
 DELETE /api/v1/sessions/current   sign out (the token sent)
 GET    /api/v1/me                 who the token is: workspace, user, role, scopes
 GET    /api/v1/users              (admin) the workspace's users
@@ -23,8 +24,10 @@ from plait.api.admin import (
     _repo,
     answer,
     endpoint,
+    error_response,
     json_response,
 )
+from plait.api.sign_in_guard import SignInGuard
 from plait.store.users import Users, role_of
 from plait.store.workspaces import TokenAuth
 
@@ -47,12 +50,21 @@ async def sign_in(request: Request) -> Response:
         body = await _json_body(request)
         email, password = _text(body, "email"), _text(body, "password")
         workspace = _text(body, "workspace", required=False)
+        guard: SignInGuard = request.app.state.sign_in_guard
+        address = request.client.host if request.client else "unknown"
+        if wait := guard.retry_after(email, address):
+            message = f"too many failed sign-ins: try again in {wait} s"
+            refused = error_response(429, "rate_limited", message)
+            refused.headers["Retry-After"] = str(wait)
+            return refused
         try:
             user, token, expires_at = await run_in_threadpool(
                 _users(request).sign_in, email, password, workspace
             )
         except PermissionError as exc:
+            guard.failed(email, address)
             raise ApiError(401, "authentication_error", str(exc)) from None
+        guard.succeeded(email)
         return json_response({"token": token, "expires_at": expires_at, "user": user}, 201)
 
     return await answer(call)
