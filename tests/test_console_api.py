@@ -167,6 +167,7 @@ def test_the_connector_types_list_every_kind(server, http):
     kinds = {k["type"]: k for k in http.get("/api/v1/destination-types").json()["types"]}
     assert {"webhook", "postgres", "mixpanel", "meta_capi"} <= set(kinds)
     assert "secret" in kinds["webhook"]["secrets"] and kinds["webhook"]["about"]
+    assert kinds["mixpanel"]["settings"] == ["endpoint", "project_id", "secret", "username"]
     assert kinds["amplitude"]["max_batch"] == 2000
 
 

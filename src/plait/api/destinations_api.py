@@ -137,12 +137,14 @@ def _first_paragraph(text: str | None) -> list[str]:
 
 @endpoint("destinations:read")
 async def destination_types(request: Request, auth: TokenAuth) -> Response:
-    kinds = [
-        {"type": name, "about": " ".join(_first_paragraph(sys.modules[type(c).__module__].__doc__)),
-         "secrets": list(c.secrets), "default_batch": c.default_batch, "max_batch": c.max_batch,
-         "types": sorted(c.types) if c.types else None, "deletes": c.deletes}
-        for name, c in CONNECTORS.items()
-    ]  # fmt: skip
+    def kind(name: str, c) -> dict:
+        module = sys.modules[type(c).__module__]  # its docstring and SETTINGS describe it
+        return {"type": name, "about": " ".join(_first_paragraph(module.__doc__)),
+                "settings": sorted(module.SETTINGS), "secrets": list(c.secrets),
+                "default_batch": c.default_batch, "max_batch": c.max_batch,
+                "types": sorted(c.types) if c.types else None, "deletes": c.deletes}  # fmt: skip
+
+    kinds = [kind(name, c) for name, c in CONNECTORS.items()]
     return json_response({"types": kinds})
 
 

@@ -106,7 +106,7 @@ async function editor(main, key) {
 
   const describeType = () => {
     const t = types.find((x) => x.type === type.value);
-    about.textContent = t ? `${t.about} Secrets: ${t.secrets.join(", ") || "none"}; batches of up to ${t.max_batch}.` : "";
+    about.textContent = t ? `${t.about} Settings: ${t.settings.join(", ")}; secrets: ${t.secrets.join(", ") || "none"}; batches of up to ${t.max_batch}.` : "";
   };
   type.addEventListener("change", describeType);
   describeType();
