@@ -6,6 +6,8 @@ Run by hand (never as a test), from the repository root:
 
     .venv/bin/python benchmarks/console.py                          # 1,000,000 events
     .venv/bin/python benchmarks/console.py --keep /tmp/plait-console  # fill once, run again
+    .venv/bin/python benchmarks/console.py --database-url postgresql://postgres@127.0.0.1/test
+                                          # on a fresh database of that PostgreSQL server
 
 The store: a fresh embedded data directory with --events messages from --people persons
 (each an identify linking an anonymous id, a user id and an email, then track events),
@@ -34,6 +36,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+from import_files import drop_postgres, fresh_postgres
 from ingest import free_port
 from machine import describe
 
@@ -60,9 +63,9 @@ window.__rendered = null;
 """
 
 
-def fill(data_dir: Path, events: int, people: int) -> tuple[str, str]:
+def fill(data_dir: Path, url: str, events: int, people: int) -> tuple[str, str]:
     """The workspace's data; returns an admin token and one person's user id."""
-    store = open_store(f"sqlite:///{data_dir / 'plait.db'}")
+    store = open_store(url)
     repo = Workspaces(store)
     ws = repo.create_workspace("bench", "Benchmark")["id"]
     source = repo.create_source(ws, "Website", "javascript")[0]["id"]
@@ -105,12 +108,14 @@ def fill(data_dir: Path, events: int, people: int) -> tuple[str, str]:
             )
     print(f"  processed in {time.perf_counter() - t0:.0f} s (not timed)")
     store.dispose()
-    (data_dir / "bench.json").write_bytes(orjson.dumps({"token": token, "user": "user-1"}))
+    saved = {"token": token, "user": "user-1", "database_url": url}
+    (data_dir / "bench.json").write_bytes(orjson.dumps(saved))
     return token, "user-1"
 
 
-def serve(data_dir: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "PLAIT_DATA_DIR": str(data_dir), "PLAIT_PORT": str(port)}
+def serve(data_dir: Path, url: str, port: int) -> subprocess.Popen:
+    env = {**os.environ, "PLAIT_DATA_DIR": str(data_dir), "PLAIT_DATABASE_URL": url,
+           "PLAIT_PORT": str(port)}  # fmt: skip
     plait = Path(sys.executable).parent / "plait"
     server = subprocess.Popen([str(plait), "serve", "--no-demo"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -172,6 +177,7 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--keep", type=Path, help="a data directory to fill once and reuse")
+    parser.add_argument("--database-url", help="a PostgreSQL server (default: embedded SQLite)")
     args = parser.parse_args()
     tune_gc()  # as plait serve and plait worker do
     print(describe())
@@ -181,15 +187,21 @@ def main() -> None:
 
     data_dir = args.keep or Path(tempfile.mkdtemp(prefix="plait-console-"))
     data_dir.mkdir(parents=True, exist_ok=True)
+    dropped = None  # a PostgreSQL database made for this run (without --keep: dropped)
     if (data_dir / "bench.json").exists():
         saved = orjson.loads((data_dir / "bench.json").read_bytes())
         token, user = saved["token"], saved["user"]
-        print(f"  using the data in {data_dir}")
+        database = saved.get("database_url") or f"sqlite:///{data_dir / 'plait.db'}"
+        print(f"  using the data in {data_dir} ({database.split(':')[0]})")
     else:
-        token, user = fill(data_dir, args.events, args.people)
+        database = f"sqlite:///{data_dir / 'plait.db'}"
+        if args.database_url:
+            database, admin, name = fresh_postgres(args.database_url)
+            dropped = None if args.keep else (admin, name)
+        token, user = fill(data_dir, database, args.events, args.people)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = serve(data_dir, port)
+    server = serve(data_dir, database, port)
     try:
         with httpx.Client(base_url=url, timeout=60,
                           headers={"Authorization": f"Bearer {token}"}) as client:  # fmt: skip
@@ -218,6 +230,8 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(20)
+        if dropped:
+            drop_postgres(*dropped)
     for name, r in results.items():
         page, api = statistics.median(r["page"]), statistics.median(r["api"])
         verdict = "met" if page <= TARGET_SECONDS else "NOT met"
