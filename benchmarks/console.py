@@ -205,7 +205,7 @@ def main() -> None:
     try:
         with httpx.Client(base_url=url, timeout=60,
                           headers={"Authorization": f"Bearer {token}"}) as client:  # fmt: skip
-            found = client.get("/api/v1/overview?minutes=60").json()
+            found = client.get("/api/v1/overview?minutes=60").raise_for_status().json()
             events = sum(s["total"] for s in found["events"])
             profile = client.get(f"/api/v1/profiles/user_id:{user}/explain").json()["profile_id"]
             print(f"  {events:,} events in the overview's hour, {found['profiles']['total']:,} "

@@ -33,6 +33,9 @@ def test_the_overview_counts_events_by_source_and_profiles(server, http):
     assert len(by_name["Website"]["counts"]) == BUCKETS and sum(by_name["Website"]["counts"]) == 3
     assert found["profiles"]["total"] == 3 and sum(found["profiles"]["new"]) == 3
     assert found["merges"]["total"] == 0 and found["delivery_failures"]["total"] == 0
+    for minutes in ("60", "10080"):  # buckets of µs past a 32-bit integer on PostgreSQL
+        week = http.get("/api/v1/overview", params={"minutes": minutes}).json()
+        assert sum(s["total"] for s in week["events"]) == 5 and week["profiles"]["total"] == 3
     for bad in ("4", "10081", "x", "-5"):
         answer = http.get("/api/v1/overview", params={"minutes": bad})
         assert answer.status_code == 400 and answer.json()["error"]["field"] == "minutes"
