@@ -2,6 +2,7 @@
 // event and by property with their trend (the last 24 hours against the 24 before), and
 // the quarantine, inspected and replayed.
 import { api, errorText, field, fill, formatNumber, formatTime, h, notice, session } from "./core.js";
+import { planForm } from "./plan_form.js";
 
 const DAY = 86_400_000;
 const TEMPLATE = { name: "Main plan", sources: [], modes: { unplanned_event: "allow", unplanned_property: "allow", schema_violation: "block" },
@@ -80,11 +81,23 @@ export async function planPage(main, [id]) {
   const found = isNew ? null : await api(`/tracking-plans/${encodeURIComponent(id)}`);
   const writable = session.can("governance:write");
   const lint = isNew || !writable ? null : await api(`/tracking-plans/${encodeURIComponent(id)}/lint`);
+  const { sources } = await api("/sources");
   const idInput = h("input", { name: "id", required: true, value: isNew ? "" : id, readonly: isNew ? undefined : true });
   const text = h("textarea", { name: "plan", rows: "22", cols: "80", class: "mono", spellcheck: "false", readonly: writable ? undefined : true });
-  const { id: _, version: __, ...body } = found?.plan || { ...TEMPLATE };
+  const { id: _, version: __, ...body } = found?.plan || structuredClone(TEMPLATE);
   text.value = JSON.stringify(body, null, 2);
   const status = h("div", { "aria-live": "polite" });
+  // The form and the JSON are one plan: the form rewrites the JSON; JSON edited by hand
+  // (and valid) draws the form again.
+  const formBox = h("div", {});
+  const drawForm = (plan) => fill(formBox, planForm(plan, { sources, writable,
+    onChange: () => { text.value = JSON.stringify(plan, null, 2); } }));
+  drawForm(body);
+  text.addEventListener("change", () => {
+    try { drawForm(JSON.parse(text.value)); fill(status); } catch (error) {
+      fill(status, notice(`Not JSON: ${error.message} (the form shows the plan before)`));
+    }
+  });
   async function save(event) {
     event.preventDefault();
     fill(status);
@@ -102,7 +115,7 @@ export async function planPage(main, [id]) {
     h("h1", {}, isNew ? "New tracking plan" : `Plan ${id}`, found ? [" ", h("span", { class: "badge", "data-testid": "plan-version" }, `version ${found.plan.version}`)] : null),
     status,
     h("form", { class: "panel builder", onsubmit: save, "aria-label": "Tracking plan" },
-      field("Plan id", idInput), field("Plan (JSON, as in the workspace file)", text),
+      field("Plan id", idInput), formBox, field("Plan (JSON, as in the workspace file)", text),
       writable ? h("p", {}, h("button", { type: "submit" }, "Save plan")) : null),
     lint && lint.findings.length ? [h("h2", {}, "Naming"), h("ul", { "aria-label": "Naming findings" }, lint.findings.map((f) =>
       h("li", {}, `${f.field}: "${f.name}" is not ${f.expected}`)))] : null,
