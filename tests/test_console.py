@@ -106,6 +106,13 @@ def sign_in(page, server: RunningServer, email: str, password: str = PASSWORD) -
     page.get_by_role("button", name="Sign in", exact=True).click()
 
 
+def admin_get(server: RunningServer, path: str) -> dict:
+    """What the API answers an admin (to check what the page saved)."""
+    answer = httpx.get(server.url + path, headers={"Authorization": f"Bearer {server.admin_token}"},
+                       timeout=10)  # fmt: skip
+    return answer.raise_for_status().json()
+
+
 def assert_revoked(server: RunningServer, token: str) -> None:
     """The page signs out at once and ends the session in the background: soon after."""
     deadline = time.monotonic() + 5
@@ -266,6 +273,11 @@ def test_pages_are_keyboard_navigable_labelled_and_fit_a_laptop(server, users, p
             "profiles",
             "audiences",
             "audiences/new",
+            "plans",
+            "plans/new",
+            "destinations",
+            "privacy",
+            "users",
         ):
             page.goto(f"{server.url}/#/{area}")
             page.locator("main h1").wait_for()
@@ -393,10 +405,25 @@ def test_an_audience_built_with_help_previews_as_typed_and_shows_where_it_syncs(
     assert page.get_by_role("button", name="Insert traits.plan").count() == 1
     definition = page.get_by_label("Definition")
     assert definition.input_value() == 'performed "Order Completed"'
-    definition.press("End")
+    # Completion as typed, by the keyboard: the event's name after performed, a trait.
+    definition.fill("")
+    completions = page.get_by_role("listbox", name="Completions")
+    definition.type('performed "Or')
+    completions.get_by_role("option", name="Order Completed").wait_for()
+    definition.press("Enter")
+    assert definition.input_value() == 'performed "Order Completed"'
+    assert completions.is_hidden()
     definition.type(" at least 2 times and")
     page.get_by_test_id("preview").get_by_text("Not yet right").wait_for()
-    definition.type(' traits.plan = "pro"')
+    definition.type(" pla")  # found by the trait's name alone
+    assert completions.get_by_role("option").all_inner_texts() == ["traits.plan"]
+    shot(page, "audience-completion")
+    definition.press("Escape")
+    assert completions.is_hidden()
+    definition.type("n")
+    definition.press("Enter")
+    assert definition.input_value().endswith("and traits.plan")
+    definition.type(' = "pro"')
     size = page.get_by_test_id("preview-size")
     size.wait_for()
     text = 'performed "Order Completed" at least 2 times and traits.plan = "pro"'
@@ -655,6 +682,78 @@ def test_a_tracking_plan_edited_its_violations_and_the_quarantine_replayed(serve
     page.get_by_role("button", name="Replay selected").click()
     page.get_by_text("Replayed 1: 1 passed, 0 still blocked.").wait_for()
     assert "Nothing is quarantined." in page.get_by_role("table", name="Quarantine").inner_text()
+
+
+def test_a_tracking_plan_built_in_the_form_keeps_what_the_form_does_not_show(server, users, page):
+    sign_in(page, server, "ann@acme.test")
+    page.get_by_role("link", name="Tracking plans").click()
+    page.get_by_role("link", name="New plan").click()
+    page.get_by_label("Plan id").fill("checkout")
+    page.get_by_label("Name", exact=True).fill("Checkout plan")
+    page.get_by_role("checkbox", name="Website").check()
+    page.get_by_label("Unplanned properties").select_option("block")
+    page.get_by_label("Remove event Order Completed").click()
+    # The keyboard alone: Enter adds the event, the focus moves to its new property.
+    page.get_by_label("New event").fill("Cart Viewed")
+    page.get_by_label("New event").press("Enter")
+    page.keyboard.type("cart_id")
+    page.keyboard.press("Enter")
+    page.get_by_label("cart_id is required (Cart Viewed)").check()
+    page.get_by_label("New property (Cart Viewed)").fill("items")
+    page.get_by_role("button", name="Add property to Cart Viewed").click()
+    page.get_by_label("Type of items (Cart Viewed)").select_option("integer")
+    page.get_by_label("New property (identify)").fill("email")
+    page.get_by_label("New property (identify)").press("Enter")
+    page.get_by_role("button", name="Save plan").click()
+    page.get_by_test_id("plan-version").filter(has_text="version 1").wait_for()
+    plan = admin_get(server, "/api/v1/tracking-plans/checkout")["plan"]
+    assert plan["name"] == "Checkout plan" and plan["sources"] == ["Website"]
+    assert plan["modes"]["unplanned_property"] == "block"
+    assert plan["modes"]["schema_violation"] == "block"  # the template's, untouched
+    assert plan["events"] == {"Cart Viewed": {"properties": {"type": "object",
+        "properties": {"cart_id": {"type": "string"}, "items": {"type": "integer"}},
+        "required": ["cart_id"]}}}  # fmt: skip
+    assert plan["identify"] == {
+        "traits": {"type": "object", "properties": {"email": {"type": "string"}}}
+    }
+    shot(page, "tracking-plan-form")
+
+    # JSON edited by hand draws the form again; the form keeps what it does not show.
+    json_box = page.get_by_label("Plan (JSON, as in the workspace file)")
+    body = json.loads(json_box.input_value())
+    body["events"]["Cart Viewed"]["properties"]["properties"]["cart_id"]["pattern"] = "^c_"
+    body["events"]["Cart Viewed"]["properties"]["properties"]["coupon"] = {
+        "type": ["string", "null"]
+    }
+    json_box.fill(json.dumps(body))
+    json_box.blur()
+    assert page.get_by_label("Type of coupon (Cart Viewed)").input_value() == "other"
+    page.get_by_label("cart_id is required (Cart Viewed)").uncheck()
+    page.get_by_label("Remove items (Cart Viewed)").click()
+    page.get_by_role("button", name="Save plan").click()
+    page.get_by_text("Saved as version 2.").wait_for()
+    event = admin_get(server, "/api/v1/tracking-plans/checkout")["plan"]["events"]["Cart Viewed"]
+    assert event["properties"] == {
+        "type": "object",
+        "properties": {
+            "cart_id": {"type": "string", "pattern": "^c_"},
+            "coupon": {"type": ["string", "null"]},
+        },
+    }
+    json_box.fill("{not json")
+    json_box.blur()
+    page.get_by_role("alert").filter(has_text="Not JSON").wait_for()
+    assert page.get_by_label("Type of coupon (Cart Viewed)").count() == 1  # the plan before
+
+    # A viewer sees the form, and cannot change it.
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, server, "vic@acme.test")
+    page.goto(f"{server.url}/#/plans/checkout")
+    page.get_by_label("Type of coupon (Cart Viewed)").wait_for()
+    assert page.get_by_label("Type of coupon (Cart Viewed)").is_disabled()
+    assert page.get_by_role("checkbox", name="Website").is_disabled()
+    assert page.get_by_label("New event").count() == 0
+    assert page.get_by_role("button", name="Save plan").count() == 0
 
 
 def test_an_admin_manages_users_and_their_roles(server, users, page):

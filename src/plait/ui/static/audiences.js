@@ -3,6 +3,41 @@
 // membership over time and the destinations it syncs to.
 import { api, errorText, field, fill, formatNumber, formatTime, h, notice, session } from "./core.js";
 import { lineChart } from "./charts.js";
+import { completion } from "./completion.js";
+
+const WORDS = ["and", "or", "not", "performed", "at least", "at most", "exactly", "times",
+  "in last 30 days", "where", "exists", "not exists", "contains", "starts with", "ends with", "in [\"\"]"];
+
+/** What may come next in the audience language, from what has been seen (the vocabulary):
+ *  a quoted name after performed / audience, else the word being typed completed. */
+function suggester(vocabulary) {
+  const events = vocabulary.events.map((e) => e.name);
+  const properties = [...new Set(vocabulary.events.flatMap((e) => e.properties))];
+  const quoted = (text) => `"${text}"`;
+  // Each: what it writes, and the words it is found by (its path's last part too).
+  const candidates = [
+    ...events.map((n) => [`performed ${quoted(n)}`, n]),
+    ...properties.map((p) => [`properties.${p}`, p]),
+    ...vocabulary.traits.map((t) => [`traits.${t.key}`, t.key]),
+    ...vocabulary.computed_traits.map((k) => [`computed.${k}`, k]),
+    ...vocabulary.audiences.map((k) => [`audience ${quoted(k)}`, k]),
+    ...WORDS.map((w) => [w]),
+  ].map(([text, ...also]) => ({ label: text, text, keys: [text, ...also].map((k) => k.toLowerCase()) }));
+  return (before) => {
+    const name = before.match(/\b(performed|audience)\s+"([^"]*)$/);
+    if (name) {
+      const typed = name[2].toLowerCase();
+      const names = name[1] === "performed" ? events : vocabulary.audiences;
+      return { from: before.length - name[2].length, items: names.filter((n) => n.toLowerCase().includes(typed))
+        .map((n) => ({ label: n, text: `${n}"` })) };
+    }
+    const word = before.match(/[A-Za-z_][\w.]*$/);
+    if (!word || (before.split('"').length - 1) % 2) return { from: 0, items: [] };  // none inside a string
+    const typed = word[0].toLowerCase();
+    return { from: before.length - word[0].length, items: candidates.filter((c) => c.text.toLowerCase() !== typed
+      && c.keys.some((k) => k.startsWith(typed))) };
+  };
+}
 
 export async function audiencesPage(main) {
   const { audiences } = await api("/audiences");
@@ -114,6 +149,7 @@ async function builder(main, key) {
     }
   }
   definition.addEventListener("input", schedule);
+  const completions = completion(definition, suggester(vocabulary), schedule);
 
   async function save(event) {
     event.preventDefault();
@@ -132,8 +168,8 @@ async function builder(main, key) {
     h("div", { class: "columns" },
       h("form", { class: "panel builder", onsubmit: save, "aria-label": "Audience" },
         field("Key", keyInput), h("p", { id: "key-help", class: "muted" }, "Lower-case letters, digits and _; it names the trait or event sent."),
-        field("Name", name), field("Definition", definition),
-        h("p", { id: "definition-help", class: "muted" }, 'For example: performed "Order Completed" at least 2 times in last 30 days and traits.plan = "pro"'),
+        field("Name", name), h("div", { class: "completing" }, field("Definition", definition), completions),
+        h("p", { id: "definition-help", class: "muted" }, 'For example: performed "Order Completed" at least 2 times in last 30 days and traits.plan = "pro". Completions appear as you type: ↓ ↑ to choose, Enter to take, Escape to close.'),
         field("Send as", emit),
         h("h2", {}, "Preview"), preview,
         h("p", {}, h("button", { type: "submit" }, "Save audience"))),
