@@ -113,10 +113,11 @@ export async function planPage(main, [id]) {
   }
   fill(main, h("p", {}, h("a", { href: "#/plans" }, "← Tracking plans")),
     h("h1", {}, isNew ? "New tracking plan" : `Plan ${id}`, found ? [" ", h("span", { class: "badge", "data-testid": "plan-version" }, `version ${found.plan.version}`)] : null),
-    status,
     h("form", { class: "panel builder", onsubmit: save, "aria-label": "Tracking plan" },
-      field("Plan id", idInput), formBox, field("Plan (JSON, as in the workspace file)", text),
-      writable ? h("p", {}, h("button", { type: "submit" }, "Save plan")) : null),
+      // Held at the top: the form drawn again (after JSON edited by hand) never moves it.
+      h("div", { class: "actions" }, h("div", { class: "inline" }, field("Plan id", idInput),
+        writable ? h("button", { type: "submit" }, "Save plan") : null), status),
+      formBox, field("Plan (JSON, as in the workspace file)", text)),
     lint && lint.findings.length ? [h("h2", {}, "Naming"), h("ul", { "aria-label": "Naming findings" }, lint.findings.map((f) =>
       h("li", {}, `${f.field}: "${f.name}" is not ${f.expected}`)))] : null,
     found?.versions?.length ? [h("h2", {}, "Versions"), h("ul", {}, found.versions.map((v) => h("li", {}, `version ${v.version} · ${v.created_at ? formatTime(v.created_at) : ""}`)))] : null);
