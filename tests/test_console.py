@@ -276,6 +276,7 @@ def test_pages_are_keyboard_navigable_labelled_and_fit_a_laptop(server, users, p
             "plans",
             "plans/new",
             "destinations",
+            "destinations/new",
             "privacy",
             "users",
         ):
@@ -493,8 +494,30 @@ def test_a_destination_connected_previewed_and_its_dead_letters_replayed(server,
     page.get_by_role("link", name="Destinations").click()
     page.get_by_role("link", name="Connect a destination").click()
     page.get_by_label("Key", exact=True).fill("crm_hook")
-    page.get_by_role("combobox", name="Type").select_option("webhook")
-    page.get_by_label("Settings (JSON)").fill(json.dumps({"url": sink.url}))
+    # The settings' form is the connector's: Mixpanel asks for its service account.
+    page.get_by_role("combobox", name="Type").select_option("mixpanel")
+    assert page.get_by_label("secret (required)").get_attribute("type") == "password"
+    endpoint = page.get_by_label("endpoint").get_attribute("placeholder")
+    assert endpoint == "e.g. https://api.mixpanel.com"
+    page.get_by_label("project_id (required)").fill("123")
+    page.get_by_role("combobox", name="Type").select_option("webhook")  # Mixpanel's go
+    settings_json = page.get_by_label("Settings (JSON)")
+    assert json.loads(settings_json.input_value()) == {}
+    page.get_by_label("url (required)").fill(sink.url)
+    page.get_by_label("timeout", exact=True).fill("10")
+    page.get_by_label("signature", exact=True).select_option("sha256")
+    page.get_by_label("headers", exact=True).fill('{"X-Team": "growth"}')
+    assert json.loads(settings_json.input_value()) == {
+        "url": sink.url,
+        "timeout": 10,
+        "signature": "sha256",
+        "headers": {"X-Team": "growth"},
+    }
+    # JSON edited by hand fills the form; the form writes the JSON.
+    settings_json.fill(json.dumps({"url": sink.url}))
+    settings_json.blur()
+    assert page.get_by_label("timeout", exact=True).input_value() == ""
+    assert page.get_by_label("signature", exact=True).input_value() == ""  # the default
     page.get_by_label("Filter").fill("event == 'Nothing Like It'")
     page.get_by_role("button", name="Preview on the latest event").click()
     outcome = page.get_by_test_id("preview-outcome")
@@ -552,6 +575,7 @@ def test_a_destination_connected_previewed_and_its_dead_letters_replayed(server,
     assert "crm shape" in page.get_by_test_id("mapping").inner_text()
     # Edited later: the saved mapping comes back rule by rule; a rule removed stays removed.
     page.get_by_role("link", name="Edit").click()
+    assert page.get_by_label("url (required)").input_value() == sink.url
     assert page.get_by_label("To event").input_value() == "Purchase"
     page.get_by_label("To event").fill("Order Placed")
     page.get_by_role("button", name="Remove rule 2").click()

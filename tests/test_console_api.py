@@ -170,7 +170,15 @@ def test_the_connector_types_list_every_kind(server, http):
     kinds = {k["type"]: k for k in http.get("/api/v1/destination-types").json()["types"]}
     assert {"webhook", "postgres", "mixpanel", "meta_capi"} <= set(kinds)
     assert "secret" in kinds["webhook"]["secrets"] and kinds["webhook"]["about"]
-    assert kinds["mixpanel"]["settings"] == ["endpoint", "project_id", "secret", "username"]
+    settings = {s["name"]: s for s in kinds["mixpanel"]["settings"]}
+    assert list(settings) == ["project_id", "username", "secret", "endpoint"]
+    assert settings["secret"]["required"] and settings["secret"]["secret"]
+    assert not settings["endpoint"]["required"] and settings["endpoint"]["kind"] == "text"
+    assert settings["endpoint"]["example"] == "https://api.mixpanel.com"
+    webhook = {s["name"]: s for s in kinds["webhook"]["settings"]}
+    assert webhook["signature"]["kind"] == "choice"
+    assert webhook["signature"]["choices"] == ["sha1", "sha256"]
+    assert webhook["timeout"]["kind"] == "number" and webhook["headers"]["kind"] == "json"
     assert kinds["amplitude"]["max_batch"] == 2000
 
 

@@ -140,7 +140,8 @@ async def destination_types(request: Request, auth: TokenAuth) -> Response:
     def kind(name: str, c) -> dict:
         module = sys.modules[type(c).__module__]  # its docstring and SETTINGS describe it
         return {"type": name, "about": " ".join(_first_paragraph(module.__doc__)),
-                "settings": sorted(module.SETTINGS), "secrets": list(c.secrets),
+                "settings": [s.describe(k, k in c.secrets) for k, s in module.SETTINGS.items()],
+                "secrets": list(c.secrets),
                 "default_batch": c.default_batch, "max_batch": c.max_batch,
                 "types": sorted(c.types) if c.types else None, "deletes": c.deletes}  # fmt: skip
 

@@ -27,6 +27,7 @@ from plait.destinations.connectors.base import (
     Connector,
     Item,
     Outcome,
+    Setting,
     event_name,
     known_settings,
     outcome_of,
@@ -36,7 +37,13 @@ from plait.destinations.connectors.base import (
 )
 from plait.store.workspaces import Invalid
 
-SETTINGS = {"api_key", "endpoint", "min_id_length"}
+SETTINGS = {
+    "api_key": Setting(required=True, example="amplitude-api-key", about="the project's API key"),
+    "endpoint": Setting(
+        example="https://api2.amplitude.com", about="EU: https://api.eu.amplitude.com"
+    ),
+    "min_id_length": Setting("number", example=5, about="Amplitude's shortest user/device id"),
+}
 NAMED = ("events_with_invalid_fields", "events_with_missing_fields")
 
 

@@ -167,8 +167,28 @@ def require_url(settings: dict[str, Any], name: str, where: str) -> str:
     return url
 
 
-def known_settings(settings: dict[str, Any], names: set[str], where: str) -> None:
-    unknown = sorted(set(settings) - names)
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One setting a connector takes, as forms show it (the console's destination editor,
+    ``GET /api/v1/destination-types``); the connector's check() stays the judge, and the
+    tests hold each declaration to it (the example passes, a missing required one fails).
+
+    kind: text | number | boolean | choice (one of ``choices``) | json (an object)."""
+
+    kind: str = "text"
+    required: bool = False
+    example: Any = None  # a value check() accepts: the form's placeholder
+    choices: tuple[str, ...] = ()
+    about: str = ""
+
+    def describe(self, name: str, secret: bool) -> dict[str, Any]:
+        return {"name": name, "kind": self.kind, "required": self.required, "secret": secret,
+                "example": self.example, "choices": list(self.choices),
+                "about": self.about}  # fmt: skip
+
+
+def known_settings(settings: dict[str, Any], names: dict[str, Setting], where: str) -> None:
+    unknown = sorted(set(settings) - set(names))
     if unknown:
         raise Invalid(f"{where}.{unknown[0]}",
                       f"unknown setting; expected {', '.join(sorted(names))}")  # fmt: skip

@@ -51,6 +51,7 @@ from plait.destinations.connectors.base import (
     Connector,
     Item,
     Outcome,
+    Setting,
     event_name,
     known_settings,
     outcome_of,
@@ -61,7 +62,18 @@ from plait.destinations.connectors.base import (
 from plait.spec.timestamps import format_ms, parse_timestamp
 from plait.store.workspaces import Invalid
 
-SETTINGS = {"api_key", "endpoint", "app_id", "alias_label"}
+SETTINGS = {
+    "api_key": Setting(
+        required=True,
+        example="braze-rest-api-key",
+        about="a REST API key with users.track (and users.delete)",
+    ),
+    "endpoint": Setting(
+        required=True, example="https://rest.iad-01.braze.com", about="the instance's REST endpoint"
+    ),
+    "app_id": Setting(example="braze-app-id"),
+    "alias_label": Setting(example="anonymous_id", about="the user alias label of anonymous ids"),
+}
 ARRAYS = ("attributes", "events", "purchases")
 PER_ARRAY = 75  # objects of each array a /users/track request
 PER_DELETE = 50  # external ids a /users/delete request

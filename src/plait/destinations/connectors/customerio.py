@@ -42,6 +42,7 @@ from plait.destinations.connectors.base import (
     Connector,
     Item,
     Outcome,
+    Setting,
     event_name,
     known_settings,
     outcome_of,
@@ -52,8 +53,13 @@ from plait.destinations.connectors.base import (
 from plait.spec.timestamps import parse_timestamp
 from plait.store.workspaces import Invalid
 
-SETTINGS = {"site_id", "api_key", "region", "endpoint"}
 REGIONS = {"us": "https://track.customer.io", "eu": "https://track-eu.customer.io"}
+SETTINGS = {
+    "site_id": Setting(required=True, example="cio-site-id", about="the Track API site id"),
+    "api_key": Setting(required=True, example="cio-track-api-key", about="the Track API key"),
+    "region": Setting("choice", example="us", choices=tuple(REGIONS), about="the data center"),
+    "endpoint": Setting(example="https://track.customer.io"),
+}
 MAX_REQUEST = 500_000  # bytes a batch request (500 KB, read as 1,000 bytes a KB)
 MAX_ENTRY = 32_000  # bytes an entry (32 KB)
 EVENTS = {"event", "page", "screen"}  # the actions that take an ``id`` to deduplicate

@@ -21,10 +21,15 @@ import duckdb
 import httpx
 
 from plait.destinations import warehouse_schema as ws
-from plait.destinations.connectors.base import Connector, Item, Outcome, known_settings
+from plait.destinations.connectors.base import Connector, Item, Outcome, Setting, known_settings
 from plait.store.workspaces import Invalid
 
-SETTINGS = {"path", "schema"}
+SETTINGS = {
+    "path": Setting(
+        required=True, example="/var/lib/plait/events.duckdb", about="the database file"
+    ),
+    "schema": Setting(example="plait"),
+}
 KINDS = {"VARCHAR": "text", "BIGINT": "bigint", "DOUBLE": "double precision",
          "BOOLEAN": "boolean", "TIMESTAMP WITH TIME ZONE": "timestamptz"}  # fmt: skip
 

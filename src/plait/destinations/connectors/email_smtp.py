@@ -23,12 +23,22 @@ from typing import Any
 
 import httpx
 
-from plait.destinations.connectors.base import Connector, Item, Outcome, known_settings
+from plait.destinations.connectors.base import Connector, Item, Outcome, Setting, known_settings
 from plait.destinations.templates import check_template, render
 from plait.store.workspaces import Invalid
 
-SETTINGS = {"host", "port", "username", "password", "starttls", "from", "to", "subject",
-            "body", "timeout"}  # fmt: skip
+SETTINGS = {
+    "host": Setting(required=True, example="smtp.example.com"),
+    "port": Setting("number", example=587, about="587 with STARTTLS, else 25"),
+    "username": Setting(example="mailer"),
+    "password": Setting(example="smtp-password"),
+    "starttls": Setting("boolean", example=True),
+    "from": Setting(required=True, example="plait@example.com", about="the sender's address"),
+    "to": Setting(example="email", about="the trait holding the recipient's address"),
+    "subject": Setting(example="{event}", about="a template: {event}, {traits[first_name]}"),
+    "body": Setting(example="{event}: {properties[revenue]}"),
+    "timeout": Setting("number", example=10, about="seconds"),
+}
 
 
 def _address(item: Item, trait: str) -> str | None:

@@ -55,6 +55,7 @@ from plait.destinations.connectors.base import (
     Connector,
     Item,
     Outcome,
+    Setting,
     known_settings,
     outcome_of,
     outcome_of_error,
@@ -63,9 +64,20 @@ from plait.destinations.connectors.base import (
 )
 from plait.store.workspaces import Invalid
 
-SETTINGS = {"measurement_id", "api_secret", "region", "endpoint"}
 REGIONS = {"global": "https://www.google-analytics.com",
            "eu": "https://region1.google-analytics.com"}  # fmt: skip
+SETTINGS = {
+    "measurement_id": Setting(
+        required=True, example="G-ABC123XYZ", about="the web stream's measurement ID"
+    ),
+    "api_secret": Setting(
+        required=True,
+        example="mp-api-secret",
+        about="a Measurement Protocol API secret of the stream",
+    ),
+    "region": Setting("choice", example="global", choices=tuple(REGIONS)),
+    "endpoint": Setting(example="https://www.google-analytics.com"),
+}
 MEASUREMENT_ID = re.compile(r"G-[A-Z0-9]{4,20}")
 INTEGRATION = "Google Analytics 4"  # the message's integrations key for its options
 MAX_EVENTS = 25

@@ -56,6 +56,7 @@ from plait.destinations.connectors.base import (
     Connector,
     Item,
     Outcome,
+    Setting,
     known_settings,
     memberships,
     outcome_of,
@@ -64,7 +65,18 @@ from plait.destinations.connectors.base import (
 )
 from plait.store.workspaces import Invalid
 
-SETTINGS = {"access_token", "endpoint", "properties", "user_id_property"}
+SETTINGS = {
+    "access_token": Setting(
+        required=True, example="pat-na1-token", about="the private app's access token"
+    ),
+    "endpoint": Setting(example="https://api.hubapi.com"),
+    "properties": Setting(
+        "json", example={"plan": "plan_name"}, about="trait names to HubSpot property names"
+    ),
+    "user_id_property": Setting(
+        example="plait_user_id", about="a unique-valued property that holds the user id"
+    ),
+}
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,99}$")  # HubSpot's internal property names
 SPEC = {"firstName": "firstname", "first_name": "firstname", "lastName": "lastname",
         "last_name": "lastname", "title": "jobtitle", "phone": "phone", "website": "website",

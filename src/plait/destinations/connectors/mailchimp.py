@@ -45,6 +45,7 @@ from plait.destinations.connectors.base import (
     Connector,
     Item,
     Outcome,
+    Setting,
     known_settings,
     memberships,
     outcome_of,
@@ -53,8 +54,20 @@ from plait.destinations.connectors.base import (
 )
 from plait.store.workspaces import Invalid
 
-SETTINGS = {"api_key", "list_id", "status", "merge_fields", "endpoint"}
 STATUSES = ("subscribed", "pending")
+SETTINGS = {
+    "api_key": Setting(
+        required=True, example="mailchimp-key-us21", about="ends with its data center, e.g. -us21"
+    ),
+    "list_id": Setting(required=True, example="a1b2c3d4e5", about="the audience's (list's) id"),
+    "status": Setting(
+        "choice", example="subscribed", choices=STATUSES, about="pending for double opt-in"
+    ),
+    "merge_fields": Setting(
+        "json", example={"firstName": "FNAME"}, about="trait names to merge tags"
+    ),
+    "endpoint": Setting(example="https://us21.api.mailchimp.com/3.0"),
+}
 DEFAULT_MERGE_FIELDS = {"firstName": "FNAME", "first_name": "FNAME", "lastName": "LNAME",
                         "last_name": "LNAME"}  # fmt: skip
 TAG = re.compile(r"^[A-Z][A-Z0-9_]{0,9}$")  # a merge tag: at most 10 characters

@@ -54,6 +54,7 @@ from plait.destinations.connectors.base import (
     Connector,
     Item,
     Outcome,
+    Setting,
     known_settings,
     outcome_of,
     outcome_of_error,
@@ -62,11 +63,17 @@ from plait.destinations.connectors.base import (
 )
 from plait.store.workspaces import Invalid
 
-SETTINGS = {"pixel_id", "access_token", "api_version", "action_source", "test_event_code",
-            "endpoint"}  # fmt: skip
 API_VERSION = "v24.0"
 ACTION_SOURCES = {"email", "website", "app", "phone_call", "chat", "physical_store",
                   "system_generated", "business_messaging", "other"}  # fmt: skip
+SETTINGS = {
+    "pixel_id": Setting(required=True, example="1234567890", about="the pixel (dataset) ID"),
+    "access_token": Setting(required=True, example="capi-access-token"),
+    "api_version": Setting(example=API_VERSION),
+    "action_source": Setting("choice", example="website", choices=tuple(sorted(ACTION_SOURCES))),
+    "test_event_code": Setting(example="TEST12345", about="Events Manager's test code"),
+    "endpoint": Setting(example="https://graph.facebook.com"),
+}
 STANDARD = {
     "Order Completed": "Purchase", "Checkout Started": "InitiateCheckout",
     "Payment Info Entered": "AddPaymentInfo", "Product Added": "AddToCart",

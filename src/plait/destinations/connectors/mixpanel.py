@@ -22,6 +22,7 @@ from plait.destinations.connectors.base import (
     Connector,
     Item,
     Outcome,
+    Setting,
     event_name,
     known_settings,
     outcome_of,
@@ -31,7 +32,16 @@ from plait.destinations.connectors.base import (
 )
 from plait.store.workspaces import Invalid
 
-SETTINGS = {"project_id", "username", "secret", "endpoint"}
+SETTINGS = {
+    "project_id": Setting(required=True, example="123456"),
+    "username": Setting(
+        required=True, example="plait.service-account", about="a service account's username"
+    ),
+    "secret": Setting(required=True, example="service-account-secret"),
+    "endpoint": Setting(
+        example="https://api.mixpanel.com", about="EU: https://api-eu.mixpanel.com"
+    ),
+}
 
 
 def insert_id(key: str) -> str:

@@ -17,10 +17,16 @@ import nats
 from nats import errors as nats_errors
 from nats.js import errors as js_errors
 
-from plait.destinations.connectors.base import Connector, Item, Outcome, known_settings
+from plait.destinations.connectors.base import Connector, Item, Outcome, Setting, known_settings
 from plait.store.workspaces import Invalid
 
-SETTINGS = {"url", "stream", "subject_prefix", "create_stream", "timeout"}
+SETTINGS = {
+    "url": Setting(example="nats://127.0.0.1:4222"),
+    "stream": Setting(example="PLAIT"),
+    "subject_prefix": Setting(example="plait", about="subjects: <prefix>.<type>"),
+    "create_stream": Setting("boolean", example=True),
+    "timeout": Setting("number", example=5, about="seconds"),
+}
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 RETRYABLE = (nats_errors.TimeoutError, nats_errors.ConnectionClosedError,
              nats_errors.NoServersError, nats_errors.OutboundBufferLimitError, OSError,

@@ -32,11 +32,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from plait.destinations import warehouse_schema as ws
-from plait.destinations.connectors.base import Connector, Item, Outcome, known_settings
+from plait.destinations.connectors.base import Connector, Item, Outcome, Setting, known_settings
 from plait.store.workspaces import Invalid
 
-SETTINGS = {"path", "compression"}
 COMPRESSIONS = ("zstd", "snappy", "gzip", "none")
+SETTINGS = {
+    "path": Setting(
+        required=True, example="/var/lib/plait/parquet", about="the directory the files go to"
+    ),
+    "compression": Setting("choice", example="zstd", choices=COMPRESSIONS),
+}
 ARROW = {"text": pa.string(), "bigint": pa.int64(), "double precision": pa.float64(),
          "boolean": pa.bool_(), "timestamptz": pa.timestamp("us", tz="UTC")}  # fmt: skip
 COLUMNS_FILE = "_columns.json"

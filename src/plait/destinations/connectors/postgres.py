@@ -24,10 +24,13 @@ import psycopg
 from psycopg import sql
 
 from plait.destinations import warehouse_schema as ws
-from plait.destinations.connectors.base import Connector, Item, Outcome, known_settings
+from plait.destinations.connectors.base import Connector, Item, Outcome, Setting, known_settings
 from plait.store.workspaces import Invalid
 
-SETTINGS = {"url", "schema"}
+SETTINGS = {
+    "url": Setting(required=True, example="postgresql://plait@db.example.com/warehouse"),
+    "schema": Setting(example="plait"),
+}
 POOL = 8  # connections per database (a destination's lanes load at once)
 
 

@@ -35,12 +35,17 @@ from plait.destinations.connectors.base import (
     Connector,
     Item,
     Outcome,
+    Setting,
     known_settings,
     memberships,
 )
 from plait.store.workspaces import Invalid
 
-SETTINGS = {"url", "prefix", "ttl_days"}
+SETTINGS = {
+    "url": Setting(example="redis://127.0.0.1:6379/0"),
+    "prefix": Setting(example="plait"),
+    "ttl_days": Setting("number", example=30, about="days a profile's keys live"),
+}
 
 
 def keys(prefix: str, workspace_id: str) -> dict[str, str]:

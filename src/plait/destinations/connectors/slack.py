@@ -16,6 +16,7 @@ from plait.destinations.connectors.base import (
     Connector,
     Item,
     Outcome,
+    Setting,
     known_settings,
     outcome_of,
     outcome_of_error,
@@ -24,8 +25,17 @@ from plait.destinations.connectors.base import (
 from plait.destinations.templates import check_template, render
 from plait.store.workspaces import Invalid
 
-SETTINGS = {"url", "template", "channel", "username"}
 DEFAULT_TEMPLATE = "{type} {event} from {userId}"
+SETTINGS = {
+    "url": Setting(
+        required=True,
+        example="https://hooks.slack.com/services/T0/B0/XXXX",
+        about="the incoming webhook's URL",
+    ),
+    "template": Setting(example=DEFAULT_TEMPLATE),
+    "channel": Setting(example="#events"),
+    "username": Setting(example="Plait"),
+}
 
 
 class Slack(Connector):

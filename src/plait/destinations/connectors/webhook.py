@@ -22,6 +22,7 @@ from plait.destinations.connectors.base import (
     Connector,
     Item,
     Outcome,
+    Setting,
     known_settings,
     outcome_of,
     outcome_of_error,
@@ -29,7 +30,13 @@ from plait.destinations.connectors.base import (
 )
 from plait.store.workspaces import Invalid
 
-SETTINGS = {"url", "secret", "signature", "headers", "timeout"}
+SETTINGS = {
+    "url": Setting(required=True, example="https://example.com/hook"),
+    "secret": Setting(example="a-shared-secret", about="signs each request (X-Signature)"),
+    "signature": Setting("choice", example="sha1", choices=("sha1", "sha256")),
+    "headers": Setting("json", example={"X-Team": "growth"}),
+    "timeout": Setting("number", example=5, about="seconds, at most 60"),
+}
 RESERVED = {"content-type", "content-length", "x-signature", "idempotency-key", "host"}
 
 

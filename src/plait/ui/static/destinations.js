@@ -3,6 +3,7 @@
 // dead letters, replayed or discarded.
 import { api, errorText, field, fill, formatNumber, formatTime, h, notice, session } from "./core.js";
 import { mappingEditor } from "./mapping.js";
+import { settingsForm } from "./settings_form.js";
 
 const MESSAGE_TYPES = ["track", "identify", "page", "screen", "group", "alias"];
 const list = (text) => text.split(",").map((x) => x.trim()).filter(Boolean);
@@ -84,7 +85,7 @@ async function editor(main, key) {
     key && mappable ? api(`/destinations/${encodeURIComponent(key)}/mapping`) : { own: [], shared: [] }]);
   const mapping = mappingEditor(mapped.own, mapped.shared, { editable: session.can("governance:write") });
   const savedMapping = JSON.stringify(mapping.read());
-  const doc = existing || { type: "webhook", settings: { url: "https://example.com/hook", secret: "" } };
+  const doc = existing || { type: "webhook", settings: {} };
   const keyInput = h("input", { name: "key", required: true, value: key || "", readonly: key ? true : undefined });
   const type = h("select", { name: "type", disabled: key ? true : undefined }, types.map((t) =>
     h("option", { value: t.type, selected: t.type === doc.type ? true : undefined }, t.type)));
@@ -97,19 +98,26 @@ async function editor(main, key) {
     checked: (doc.types || []).includes(t) ? true : undefined }));
   const batch = h("input", { name: "batch_size", type: "number", min: "1", value: doc.batch_size ?? "" });
   const rate = h("input", { name: "rate_limit", type: "number", min: "0", step: "any", value: doc.rate_limit ?? "" });
-  const settings = h("textarea", { name: "settings", rows: "7", cols: "60", class: "mono", spellcheck: "false" });
+  const settings = h("textarea", { name: "settings", rows: "5", cols: "60", class: "mono", spellcheck: "false" });
   settings.value = JSON.stringify(doc.settings || {}, null, 2);
+  // The form and the JSON are one set of settings: each control writes the JSON; JSON
+  // edited by hand fills the controls again (in place).
+  const form = settingsForm(settings);
   const status = h("div", { "aria-live": "polite" });
   const before = h("pre", { "data-testid": "preview-before", "aria-label": "The event" }, "—");
   const after = h("pre", { "data-testid": "preview-after", "aria-label": "What the destination receives" }, "—");
   const outcome = h("p", { "data-testid": "preview-outcome", "aria-live": "polite" });
 
-  const describeType = () => {
+  const describeType = (changed) => {
     const t = types.find((x) => x.type === type.value);
-    about.textContent = t ? `${t.about} Settings: ${t.settings.join(", ")}; secrets: ${t.secrets.join(", ") || "none"}; batches of up to ${t.max_batch}.` : "";
+    about.textContent = t ? `${t.about} Batches of up to ${t.max_batch}.` : "";
+    if (t) form.show(t, { keepOthers: !changed });
   };
-  type.addEventListener("change", describeType);
-  describeType();
+  type.addEventListener("change", () => describeType(true));
+  describeType(false);
+  settings.addEventListener("change", () => {
+    if (!form.load()) fill(status, notice("Settings: not a JSON object (the form shows them as before)."));
+  });
 
   function definition() {
     let parsed;
@@ -165,7 +173,7 @@ async function editor(main, key) {
     h("h1", {}, key ? `Edit ${key}` : "Connect a destination"), status,
     h("form", { class: "panel builder", onsubmit: save, "aria-label": "Destination" },
       h("div", { class: "inline" }, field("Key", keyInput), field("Type", type), h("label", {}, "Enabled", enabled)), about,
-      field("Settings (JSON)", settings),
+      form.element, field("Settings (JSON)", settings),
       h("h2", {}, "Which messages"),
       field("Filter", filter), h("div", { class: "inline" }, field("Sources (names, commas)", sources), field("Audiences (keys, commas)", audiences)),
       h("fieldset", {}, h("legend", {}, "Message types (none checked: all)"),
