@@ -207,7 +207,11 @@ def main() -> None:
                           headers={"Authorization": f"Bearer {token}"}) as client:  # fmt: skip
             found = client.get("/api/v1/overview?minutes=60").raise_for_status().json()
             events = sum(s["total"] for s in found["events"])
-            profile = client.get(f"/api/v1/profiles/user_id:{user}/explain").json()["profile_id"]
+            profile = (
+                client.get(f"/api/v1/profiles/user_id:{user}/explain")
+                .raise_for_status()
+                .json()["profile_id"]
+            )
             print(f"  {events:,} events in the overview's hour, {found['profiles']['total']:,} "
                   f"profiles; profile page of {profile}")  # fmt: skip
             calls = api_calls(url, token, profile)

@@ -1,16 +1,15 @@
 // Completion as you type in a text box (a combobox with a listbox under it, as ARIA's
 // pattern): ↓ ↑ choose, Enter or a click takes the choice, Escape closes the list.
-import { fill, h } from "./core.js";
+import { fill, h, uniqueId } from "./core.js";
 
 const MAX = 8;
-let made = 0;
 
 /** Completes ``box`` (an input or textarea): ``suggest(before)`` gets the text before the
  *  caret and answers {from, items: [{label, text}]}: the text from index ``from`` to the
  *  caret is replaced by the chosen item's ``text``. Returns the list's element (to place
  *  after the box); ``onTake`` runs after a choice is written. */
 export function completion(box, suggest, onTake) {
-  const id = `completion-${++made}`;
+  const id = uniqueId("completion");
   const list = h("ul", { id, role: "listbox", class: "completion", "aria-label": "Completions", hidden: true });
   box.setAttribute("role", "combobox");
   box.setAttribute("aria-autocomplete", "list");

@@ -92,6 +92,13 @@ export function formatTime(ms) {
   return new Date(ms).toISOString().replace("T", " ").slice(0, 19) + " UTC";
 }
 
+let ids = 0;
+
+/** An id no other element of the page has (to tie a control to its list or its help). */
+export function uniqueId(prefix) {
+  return `${prefix}-${++ids}`;
+}
+
 /** A labelled control: label text above the input, bound by nesting. */
 export function field(text, control) {
   return h("label", {}, text, control);

@@ -11,12 +11,19 @@ const MODES = [
 ];
 const TYPES = ["string", "number", "integer", "boolean", "object", "array"];
 
+/** ``name`` listed in (or taken out of) a schema's ``required``; an empty list is left out. */
+function setRequired(schema, name, on) {
+  const others = (schema.required || []).filter((x) => x !== name);
+  if (on) schema.required = [...others, name];
+  else if (others.length) schema.required = others;
+  else delete schema.required;
+}
+
 /** The form for ``plan`` (a plan's document without id and version). ``sources``: the
  *  workspace's sources ({id, name}); ``writable``: false shows it read-only. */
 export function planForm(plan, { sources, writable, onChange }) {
   const disabled = writable ? undefined : true;
   const root = h("div", { class: "plan-form" });
-  const changed = () => onChange();
   /** After adding or removing: drawn again, the focus back on the control named ``label``. */
   const reshaped = (label) => {
     onChange();
@@ -28,7 +35,7 @@ export function planForm(plan, { sources, writable, onChange }) {
 
   function text(label, value, set) {
     return field(label, h("input", { value: value ?? "", disabled,
-      oninput: (e) => { set(e.target.value.trim()); changed(); } }));
+      oninput: (e) => { set(e.target.value.trim()); onChange(); } }));
   }
 
   function sourcesBox() {
@@ -39,7 +46,7 @@ export function planForm(plan, { sources, writable, onChange }) {
           onchange: (e) => {
             const others = (plan.sources || []).filter((x) => x !== s.name && x !== s.id);
             plan.sources = e.target.checked ? [...others, s.name] : others;
-            changed();
+            onChange();
           } }), s.name)) : h("p", { class: "muted" }, "No sources yet."));
   }
 
@@ -47,7 +54,7 @@ export function planForm(plan, { sources, writable, onChange }) {
     const modes = plan.modes || {};
     return h("fieldset", { class: "inline" }, h("legend", {}, "When a message breaks the plan"),
       MODES.map(([key, label, options]) => field(label, h("select", { disabled,
-        onchange: (e) => { (plan.modes ||= {})[key] = e.target.value; changed(); } },
+        onchange: (e) => { (plan.modes ||= {})[key] = e.target.value; onChange(); } },
       options.map((o) => h("option", { value: o, selected: (modes[key] || "allow") === o ? true : undefined }, o))))));
   }
 
@@ -69,7 +76,7 @@ export function planForm(plan, { sources, writable, onChange }) {
         onchange: (e) => {
           if (e.target.value === "") delete ensure().properties[name].type;
           else if (e.target.value !== "other") ensure().properties[name].type = e.target.value;
-          changed();
+          onChange();
         } },
       h("option", { value: "", selected: spec.type === undefined ? true : undefined }, "any"),
       TYPES.map((t) => h("option", { value: t, selected: spec.type === t ? true : undefined }, t)),
@@ -80,20 +87,12 @@ export function planForm(plan, { sources, writable, onChange }) {
       h("td", {}, typeSelect(name, spec)),
       h("td", {}, h("input", { type: "checkbox", "aria-label": `${name} is required (${caption})`, disabled,
         checked: required.has(name) ? true : undefined,
-        onchange: (e) => {
-          const s = ensure();
-          const others = (s.required || []).filter((x) => x !== name);
-          if (e.target.checked) s.required = [...others, name];
-          else if (others.length) s.required = others;
-          else delete s.required;
-          changed();
-        } })),
+        onchange: (e) => { setRequired(ensure(), name, e.target.checked); onChange(); } })),
       h("td", {}, writable ? h("button", { type: "button", class: "secondary", "aria-label": `Remove ${name} (${caption})`,
         onclick: () => {
           const s = ensure();
           delete s.properties[name];
-          s.required = (s.required || []).filter((x) => x !== name);
-          if (!s.required.length) delete s.required;
+          setRequired(s, name, false);
           reshaped(`New property (${caption})`);
         } }, "Remove") : null)));
     const adding = h("input", { "aria-label": `New property (${caption})`, placeholder: example,

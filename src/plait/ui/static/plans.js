@@ -78,10 +78,11 @@ function counts(now) {
 
 export async function planPage(main, [id]) {
   const isNew = id === "new";
-  const found = isNew ? null : await api(`/tracking-plans/${encodeURIComponent(id)}`);
   const writable = session.can("governance:write");
-  const lint = isNew || !writable ? null : await api(`/tracking-plans/${encodeURIComponent(id)}/lint`);
-  const { sources } = await api("/sources");
+  const [found, lint, { sources }] = await Promise.all([
+    isNew ? null : api(`/tracking-plans/${encodeURIComponent(id)}`),
+    isNew || !writable ? null : api(`/tracking-plans/${encodeURIComponent(id)}/lint`),
+    api("/sources")]);
   const idInput = h("input", { name: "id", required: true, value: isNew ? "" : id, readonly: isNew ? undefined : true });
   const text = h("textarea", { name: "plan", rows: "22", cols: "80", class: "mono", spellcheck: "false", readonly: writable ? undefined : true });
   const { id: _, version: __, ...body } = found?.plan || structuredClone(TEMPLATE);

@@ -2,15 +2,13 @@
 // (GET /api/v1/destination-types: kind, required, example, choices), kept in step with the
 // settings' JSON beside it (what the API takes; a setting the form does not know stays
 // there for the API to name). A masked secret left as it is keeps the stored one.
-import { fill, h } from "./core.js";
-
-let made = 0;
+import { fill, h, uniqueId } from "./core.js";
 
 /** ``json``: the settings' textarea. show(type) draws the type's settings; load() puts the
  *  JSON's values into them (false: the JSON is not an object). */
 export function settingsForm(json) {
   const element = h("fieldset", { class: "settings-form" });
-  let controls = {};  // setting name -> {read(), write(value)}
+  let writers = {};  // setting name -> write(value): puts a value into its control
 
   const parsed = () => {
     try {
@@ -26,7 +24,7 @@ export function settingsForm(json) {
 
   function control(setting) {
     const { name, kind, example, choices, secret } = setting;
-    const id = `setting-${++made}`;
+    const id = uniqueId("setting");
     const changed = () => store(name, read());
     let box, read, write;
     if (kind === "boolean" || kind === "choice") {
@@ -52,7 +50,7 @@ export function settingsForm(json) {
     box.id = id;
     box.setAttribute("aria-describedby", `${id}-help`);
     if (setting.required) box.required = true;
-    controls[name] = { write };
+    writers[name] = write;
     const help = [setting.about, secret ? "a secret: stored masked" : ""].filter(Boolean).join("; ");
     return h("div", { class: "setting" },
       h("label", { for: id }, h("span", { class: "mono" }, name), setting.required ? " (required)" : ""),
@@ -62,7 +60,7 @@ export function settingsForm(json) {
   /** Draws the settings of ``type`` (a destination-types entry); settings of another type
    *  are dropped from the JSON (the API would refuse them). */
   function show(type, { keepOthers = true } = {}) {
-    controls = {};
+    writers = {};
     const settings = parsed();
     if (settings && !keepOthers) {
       const known = new Set(type.settings.map((s) => s.name));
@@ -78,7 +76,7 @@ export function settingsForm(json) {
   function load() {
     const settings = parsed();
     if (!settings) return false;
-    for (const [name, { write }] of Object.entries(controls)) write(settings[name]);
+    for (const [name, write] of Object.entries(writers)) write(settings[name]);
     return true;
   }
 
